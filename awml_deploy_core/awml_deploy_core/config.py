@@ -1,0 +1,340 @@
+"""Typed, validated configuration. Every default lives here and nowhere else.
+
+A config error is reported as one line naming the field path, the bad value and what is allowed
+(see :func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+CENTERPOINT_CLASSES = ("car", "truck", "bus", "bicycle", "pedestrian")
+Precision = Literal["fp32", "tf32", "fp16", "int8"]
+BackendName = Literal["pytorch", "onnxruntime", "tensorrt"]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------------------------- model
+class NmsConfig(StrictModel):
+    kind: Literal["circle", "bev_iou"] = "circle"
+    # Circle NMS suppresses centres closer than this (metres), one value per class.
+    circle_radius: list[float] = Field(default_factory=lambda: [4.0, 6.0, 8.0, 1.0, 0.6])
+    iou_threshold: float = Field(0.2, gt=0.0, le=1.0)
+    pre_max_size: int = Field(1000, ge=1)
+    post_max_size: int = Field(100, ge=1)
+
+    @field_validator("circle_radius")
+    @classmethod
+    def _positive_radii(cls, v: list[float]) -> list[float]:
+        if any(r <= 0 for r in v):
+            raise ValueError("every circle radius must be > 0")
+        return v
+
+
+class CenterPointModelConfig(StrictModel):
+    """CenterPoint (pillars) geometry and layer sizes. Defaults: the small CPU-friendly model."""
+
+    name: str = Field("centerpoint_small", pattern=r"^[A-Za-z0-9_\-]+$")
+    class_names: list[str] = Field(default_factory=lambda: list(CENTERPOINT_CLASSES), min_length=1)
+    # [x_min, y_min, z_min, x_max, y_max, z_max], metres, lidar frame.
+    point_cloud_range: list[float] = Field(
+        default_factory=lambda: [-40.96, -40.96, -3.0, 40.96, 40.96, 5.0], min_length=6, max_length=6
+    )
+    # Pillar size [x, y, z]; z must span the whole range (pillars).
+    voxel_size: list[float] = Field(default_factory=lambda: [0.32, 0.32, 8.0], min_length=3, max_length=3)
+    max_points_per_voxel: int = Field(20, ge=1, le=256)
+    max_voxels: int = Field(30000, ge=1)
+    encoder_in_features: Literal[9, 10, 11] = 11
+    encoder_channels: list[int] = Field(default_factory=lambda: [32, 32], min_length=1)
+    backbone_layer_nums: list[int] = Field(default_factory=lambda: [3, 5, 5], min_length=1)
+    backbone_layer_strides: list[int] = Field(default_factory=lambda: [2, 2, 2], min_length=1)
+    backbone_out_channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    neck_upsample_strides: list[float] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    neck_out_channels: list[int] = Field(default_factory=lambda: [64, 64, 64], min_length=1)
+    head_shared_channels: int = Field(64, ge=1)
+    head_conv_channels: int = Field(64, ge=1)
+    out_size_factor: int = Field(2, ge=1)
+    with_velocity: bool = True
+    # Boxes scoring below this are dropped before NMS; per-class values override it when given.
+    score_threshold: float = Field(0.1, ge=0.0, le=1.0)
+    class_score_thresholds: list[float] | None = None
+    max_num: int = Field(500, ge=1)
+    nms: NmsConfig = Field(default_factory=NmsConfig)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(grid_x, grid_y) in pillars."""
+        r, v = self.point_cloud_range, self.voxel_size
+        return round((r[3] - r[0]) / v[0]), round((r[4] - r[1]) / v[1])
+
+    @property
+    def pillar_channels(self) -> int:
+        return self.encoder_channels[-1]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CenterPointModelConfig":
+        r, v = self.point_cloud_range, self.voxel_size
+        for axis, name in enumerate("xyz"):
+            if r[axis + 3] <= r[axis]:
+                raise ValueError(f"point_cloud_range: {name}_max must be greater than {name}_min, got {r}")
+            if v[axis] <= 0:
+                raise ValueError(f"voxel_size: every size must be > 0, got {v}")
+        for axis, name in enumerate("xy"):
+            cells = (r[axis + 3] - r[axis]) / v[axis]
+            if not math.isclose(cells, round(cells), abs_tol=1e-4):
+                raise ValueError(
+                    f"voxel_size[{axis}]={v[axis]} does not divide the {name} extent of point_cloud_range "
+                    f"({r[axis + 3] - r[axis]:g} m) into whole pillars"
+                )
+        if not math.isclose(r[5] - r[2], v[2], abs_tol=1e-4):
+            raise ValueError(f"voxel_size[2]={v[2]} must equal the z extent of point_cloud_range ({r[5] - r[2]:g})")
+        n = len(self.backbone_layer_nums)
+        lists = {
+            "backbone_layer_strides": self.backbone_layer_strides,
+            "backbone_out_channels": self.backbone_out_channels,
+            "neck_upsample_strides": self.neck_upsample_strides,
+            "neck_out_channels": self.neck_out_channels,
+        }
+        for key, values in lists.items():
+            if len(values) != n:
+                raise ValueError(f"{key} has {len(values)} entries but backbone_layer_nums has {n}")
+        # Every neck branch must land on the same resolution: out_size_factor.
+        stride = 1
+        for i, (s, up) in enumerate(zip(self.backbone_layer_strides, self.neck_upsample_strides)):
+            stride *= s
+            if not math.isclose(stride / up, self.out_size_factor):
+                raise ValueError(
+                    f"neck_upsample_strides[{i}]={up} brings backbone stride {stride} to {stride / up:g}, "
+                    f"but out_size_factor is {self.out_size_factor}"
+                )
+        gx, gy = self.grid_size
+        if gx % self.out_size_factor or gy % self.out_size_factor:
+            raise ValueError(f"grid {gx}x{gy} is not divisible by out_size_factor {self.out_size_factor}")
+        nc = len(self.class_names)
+        if len(set(self.class_names)) != nc:
+            raise ValueError(f"class_names has duplicates: {self.class_names}")
+        if len(self.nms.circle_radius) not in (1, nc):
+            raise ValueError(f"nms.circle_radius needs 1 or {nc} values (one per class), got {len(self.nms.circle_radius)}")
+        if self.class_score_thresholds is not None and len(self.class_score_thresholds) != nc:
+            raise ValueError(f"class_score_thresholds needs {nc} values (one per class), got {len(self.class_score_thresholds)}")
+        return self
+
+
+def awml_base_model() -> CenterPointModelConfig:
+    """AWML's base geometry (+-122.4 m, 0.24 m pillars, 1020x1020, 32 points, 11 features), for performance work."""
+    return CenterPointModelConfig(
+        name="centerpoint_awml_base",
+        point_cloud_range=[-122.4, -122.4, -3.0, 122.4, 122.4, 5.0],
+        voxel_size=[0.24, 0.24, 8.0],
+        max_points_per_voxel=32,
+        max_voxels=64000,
+        encoder_in_features=11,
+        encoder_channels=[32, 32],
+        backbone_layer_nums=[3, 5, 5],
+        backbone_layer_strides=[1, 2, 2],
+        backbone_out_channels=[64, 128, 256],
+        neck_upsample_strides=[0.5, 1, 2],
+        neck_out_channels=[128, 128, 128],
+        head_shared_channels=64,
+        head_conv_channels=64,
+        out_size_factor=2,
+    )
+
+
+# --------------------------------------------------------------------------------------------- deploy
+DEFAULT_CHECKPOINT = "package://awml_deploy_core/checkpoints/centerpoint_small.pth"
+
+
+class DataConfig(StrictModel):
+    """Frames used for verification, evaluation and INT8 calibration."""
+
+    # synthetic: generated on the fly from `seed` (the embedded default); info: an AWML info file.
+    source: Literal["synthetic", "info"] = "synthetic"
+    info_path: str | None = None
+    num_frames: int = Field(20, ge=0)
+    # Held-out seed: never used for training the shipped checkpoint (training uses 0..9999).
+    seed: int = Field(10_000, ge=0)
+    frames_per_sequence: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "DataConfig":
+        if self.source == "info" and not self.info_path:
+            raise ValueError("data.info_path is required when data.source is 'info'")
+        if self.source == "synthetic" and self.info_path:
+            raise ValueError("data.info_path is only read when data.source is 'info' (set source: info)")
+        return self
+
+
+class TensorRTConfig(StrictModel):
+    precision: Literal["auto", "fp16", "fp32_tf32", "strongly_typed", "int8"] = "fp16"
+    workspace_mb: int = Field(2048, ge=16)
+    # Optimisation profile for the encoder's dynamic num_voxels: min <= opt <= max.
+    num_voxels_min: int = Field(1000, ge=1)
+    num_voxels_opt: int = Field(20000, ge=1)
+    num_voxels_max: int = Field(40000, ge=1)
+    calibration_frames: int = Field(32, ge=0)
+    calibrator: Literal["entropy", "minmax"] = "entropy"
+    dla_core: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _profile_order(self) -> "TensorRTConfig":
+        if not self.num_voxels_min <= self.num_voxels_opt <= self.num_voxels_max:
+            raise ValueError(
+                f"export.tensorrt: need num_voxels_min <= num_voxels_opt <= num_voxels_max, got "
+                f"{self.num_voxels_min}, {self.num_voxels_opt}, {self.num_voxels_max}"
+            )
+        if self.precision == "int8" and self.calibration_frames == 0:
+            raise ValueError("export.tensorrt.calibration_frames must be > 0 for int8 precision")
+        return self
+
+
+class ExportConfig(StrictModel):
+    # onnx: write ONNX; trt: build engines from existing ONNX (onnx_source); both; none: reuse the bundle.
+    mode: Literal["onnx", "trt", "both", "none"] = "onnx"
+    opset: int = Field(17, ge=13, le=21)
+    simplify: bool = True
+    onnx_source: str | None = None
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+
+    @model_validator(mode="after")
+    def _onnx_source(self) -> "ExportConfig":
+        if self.mode == "trt" and not self.onnx_source:
+            raise ValueError("export.mode 'trt' builds engines from ONNX: set export.onnx_source or use mode 'both'")
+        return self
+
+
+class Tolerance(StrictModel):
+    atol: float = Field(ge=0.0)
+    rtol: float = Field(ge=0.0)
+
+
+def _default_tolerances() -> dict[str, Tolerance]:
+    return {
+        "fp32": Tolerance(atol=1e-4, rtol=1e-3),
+        "tf32": Tolerance(atol=5e-3, rtol=5e-3),
+        "fp16": Tolerance(atol=2e-2, rtol=2e-2),
+        "int8": Tolerance(atol=1e-1, rtol=1e-1),
+    }
+
+
+class VerifyConfig(StrictModel):
+    enabled: bool = True
+    # Pairs [reference, candidate] of backends compared output by output.
+    scenarios: list[tuple[BackendName, BackendName]] = Field(default_factory=lambda: [("pytorch", "onnxruntime")])
+    num_samples: int = Field(5, ge=1)
+    tolerances: dict[Precision, Tolerance] = Field(default_factory=_default_tolerances)
+
+
+class EvaluateConfig(StrictModel):
+    enabled: bool = True
+    backends: list[BackendName] = Field(default_factory=lambda: ["pytorch", "onnxruntime"], min_length=1)
+    warmup: int = Field(3, ge=0)
+    distance_thresholds: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)
+    # Gate: every backend's mAP (at 2 m) must be >= the PyTorch mAP minus this.
+    map_tolerance: float = Field(0.01, ge=0.0, le=1.0)
+
+    @field_validator("distance_thresholds")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(t <= 0 for t in v):
+            raise ValueError("distance thresholds must be > 0 metres")
+        return v
+
+
+class OnnxRuntimeConfig(StrictModel):
+    providers: list[Literal["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"], min_length=1
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    intra_op_threads: int = Field(0, ge=0)
+
+
+class DeployConfig(StrictModel):
+    """The whole `export` job: model -> bundle -> verification -> evaluation."""
+
+    model: CenterPointModelConfig = Field(default_factory=CenterPointModelConfig)
+    checkpoint: str = DEFAULT_CHECKPOINT
+    work_dir: str = "work_dirs/centerpoint"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    data: DataConfig = Field(default_factory=DataConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    onnxruntime: OnnxRuntimeConfig = Field(default_factory=OnnxRuntimeConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _backends_have_artifacts(self) -> "DeployConfig":
+        used = set(self.evaluate.backends) | {b for pair in self.verify.scenarios for b in pair}
+        if "tensorrt" in used and self.export.mode == "onnx":
+            raise ValueError(
+                "tensorrt is evaluated or verified but export.mode is 'onnx' (no engines are built): "
+                "use mode 'both' or 'trt', or drop tensorrt"
+            )
+        if self.device == "cpu" and "tensorrt" in used:
+            raise ValueError("tensorrt needs device 'cuda', but device is 'cpu'")
+        return self
+
+
+def load_deploy_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DeployConfig:
+    """Read a YAML deploy config; `overrides` (dotted keys) are applied before validation."""
+    data = load_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return validate(DeployConfig, data, source=str(path))
+
+
+# --------------------------------------------------------------------------------------------- load
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    """One line: '<source>: <field.path>: <what is wrong> (got <value>)'."""
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    where = f"{path}: " if path else ""
+    if isinstance(value, dict):  # a cross-field check: its message names the fields and values itself
+        return f"{source}: {where}{msg}{more}"
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{source}: {where}{msg} (got {shown}){more}"
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def validate(model_cls: type[BaseModel], data: dict[str, Any], source: str = "config") -> Any:
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None

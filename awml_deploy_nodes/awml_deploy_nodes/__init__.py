@@ -1,0 +1,1 @@
+"""ROS 2 glue for awml_deploy: parameters -> pipeline, message -> numpy -> pipeline -> message."""

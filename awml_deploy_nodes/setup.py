@@ -1,0 +1,23 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "awml_deploy_nodes"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="ROS 2 nodes running the awml_deploy pipelines.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        # The workspace-level launch/ and config/ folders are installed into this package's share.
+        (f"share/{PACKAGE}/launch", sorted(glob("../launch/*.launch.py"))),
+        (f"share/{PACKAGE}/config", sorted(glob("../config/*.yaml") + glob("../config/*.xml"))),
+    ],
+    zip_safe=False,
+    entry_points={"console_scripts": []},
+)

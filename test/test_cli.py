@@ -1,0 +1,60 @@
+"""The user-facing commands, run as a user would run them (separate processes, installed executables)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+ROS_EXPORT = ROOT / "install" / "awml_deploy_core" / "lib" / "awml_deploy_core" / "export"
+
+
+def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+@pytest.fixture
+def bad_config(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text("export:\n  mode: tensorrt\n")
+    return path
+
+
+@pytest.mark.parametrize("argv0", [[str(VENV_BIN / "awml-deploy"), "export"], [str(ROS_EXPORT)]],
+                         ids=["awml-deploy export", "ros2 run awml_deploy_core export"])
+def test_bad_config_exits_2_with_one_line(argv0, bad_config, tmp_path):
+    assert Path(argv0[0]).exists(), f"{argv0[0]} is not installed; run `make setup`"
+    res = run([*argv0, str(bad_config)], tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "export.mode" in lines[0] and "tensorrt" in lines[0], res.stderr
+
+
+def test_debug_log_level_shows_traceback(bad_config, tmp_path):
+    res = run([str(VENV_BIN / "awml-deploy"), "export", str(bad_config), "--log-level", "DEBUG"], tmp_path)
+    assert res.returncode == 2
+    assert "Traceback" in res.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    for argv in ([], ["frobnicate"], ["export"], ["export", "x.yaml", "--mode", "fast"]):
+        res = run([str(VENV_BIN / "awml-deploy"), *argv], tmp_path)
+        assert res.returncode == 2, (argv, res.stderr)
+        assert "Traceback" not in res.stderr
+    res = run([str(VENV_BIN / "awml-deploy"), "export", str(tmp_path / "missing.yaml")], tmp_path)
+    assert res.returncode == 2 and "config file not found" in res.stderr
+
+
+def test_help_lists_verbs(tmp_path):
+    res = run([str(VENV_BIN / "awml-deploy"), "--help"], tmp_path)
+    assert res.returncode == 0
+    for verb in ("export", "train", "bench"):
+        assert verb in res.stdout
+    res = run([str(ROS_EXPORT), "--help"], tmp_path)
+    assert res.returncode == 0 and "--work-dir" in res.stdout and "--device" in res.stdout
