@@ -7,7 +7,7 @@ cd "$ROOT"
 . tools/ros_env.sh
 echo "[test] ROS_DOMAIN_ID=$ROS_DOMAIN_ID ROS_AUTOMATIC_DISCOVERY_RANGE=$ROS_AUTOMATIC_DISCOVERY_RANGE FASTDDS_DEFAULT_PROFILES_FILE=$FASTDDS_DEFAULT_PROFILES_FILE"
 set +e
-python -m pytest awml_deploy_core/test awml_deploy_nodes/test test "$@"
+python -m pytest "$@"   # folders: testpaths in pytest.ini
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "[test] pytest collected no tests: that is a failure here" >&2; exit 1; fi

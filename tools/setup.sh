@@ -69,7 +69,8 @@ fi
 CURRENT="colcon-build"
 BUILD_INPUTS=$(find awml_deploy_msgs awml_deploy_core awml_deploy_nodes launch config \
   \( -name '*.msg' -o -name 'CMakeLists.txt' -o -name 'package.xml' -o -name 'setup.py' -o -name 'setup.cfg' \
-     -o -name '*.launch.py' -o -path '*/resource/*' -o -path 'config/*' \) -type f 2>/dev/null | LC_ALL=C sort)
+     -o -name '*.launch.py' -o -path '*/resource/*' -o -path 'config/*' \) -type f 2>/dev/null | LC_ALL=C sort \
+  || true)
 # shellcheck disable=SC2086
 BUILD_HASH=$(hash_of $BUILD_INPUTS)
 if ! stamp_ok "$ROOT/install/.stamp-build" "$BUILD_HASH" || [ ! -f "$ROOT/install/local_setup.bash" ]; then

@@ -29,15 +29,12 @@ class Boxes3D:
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 7)
         n = len(self.boxes)
-        self.scores = (
-            np.ones(n, np.float32) if self.scores is None else np.asarray(self.scores, np.float32).reshape(-1)
-        )
+        # Scores and velocities may be left out (ground truth): they default to 1 and 0.
+        scores = None if self.scores is None else np.asarray(self.scores, np.float32).reshape(-1)
+        self.scores = np.ones(n, np.float32) if scores is None or (len(scores) == 0 and n) else scores
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        self.velocities = (
-            np.zeros((n, 2), np.float32)
-            if self.velocities is None
-            else np.asarray(self.velocities, np.float32).reshape(-1, 2)
-        )
+        vel = None if self.velocities is None else np.asarray(self.velocities, np.float32).reshape(-1, 2)
+        self.velocities = np.zeros((n, 2), np.float32) if vel is None or (len(vel) == 0 and n) else vel
         lengths = {len(self.scores), len(self.labels), len(self.velocities)}
         if lengths != {n}:
             raise ValueError(
