@@ -1,0 +1,1 @@
+"""Accuracy and latency metrics; plain numpy, no ROS."""
