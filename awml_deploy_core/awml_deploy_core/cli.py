@@ -35,6 +35,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="deploy config YAML (see config/centerpoint.yaml)")
     p.add_argument("--work-dir", help="bundle folder (overrides the config's work_dir)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
+    p.add_argument("--checkpoint", help="PyTorch checkpoint (overrides the config's checkpoint)")
     p.add_argument("--mode", choices=["onnx", "trt", "both", "none"], help="export mode (overrides export.mode)")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be built (TensorRT builder plan) and exit without building")
@@ -45,7 +46,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from .config import load_deploy_config
 
-    overrides = {k: v for k, v in {"work_dir": args.work_dir, "device": args.device, "export.mode": args.mode}.items()
+    overrides = {k: v for k, v in {"work_dir": args.work_dir, "device": args.device, "export.mode": args.mode,
+                                          "checkpoint": args.checkpoint}.items()
                  if v is not None}
     cfg = load_deploy_config(args.config, overrides)
     from .deploy import run_deploy
