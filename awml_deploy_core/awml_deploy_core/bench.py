@@ -1,0 +1,159 @@
+"""`awml-deploy bench`: medians (and ratios measured side by side in one run) for the hot paths.
+
+Speed targets live here, never in timed unit tests: this machine is shared and noisy, so read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+SECTIONS = ("data", "voxelize", "model", "metrics", "backends")
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median per function, runs alternated so that load changes hit all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_data(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    from .data.synthetic import generate_frame
+
+    frames = []
+    ms = median_ms(lambda: frames.append(generate_frame(len(frames))), repeats, warmup=1)
+    n = int(np.median([len(f.points) for f in frames]))
+    rows.append(("synthetic frame generation", f"{ms:.0f} ms/frame", f"median {n} points"))
+
+
+def _cloud(n: int) -> np.ndarray:
+    """A realistic cloud of n points: synthetic lidar frames (about 134k points each) stacked and cut."""
+    from .data.synthetic import generate_frame
+
+    parts, total, seed = [], 0, 0
+    while total < n:
+        parts.append(generate_frame(seed).points_with_time_lag())
+        total += len(parts[-1])
+        seed += 1
+    return np.concatenate(parts)[:n]
+
+
+def bench_voxelize(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    from .config import CenterPointModelConfig, awml_base_model
+    from .pipelines.centerpoint.features import encoder_features
+    from .pipelines.centerpoint.voxelize import voxelize
+
+    for name, cfg in (("small", CenterPointModelConfig()), ("awml-base", awml_base_model())):
+        for n in (100_000, 200_000):
+            pts = torch.from_numpy(_cloud(n))
+            vox_ms = median_ms(lambda: voxelize(pts, cfg), repeats)
+            vox = voxelize(pts, cfg)
+            feat_ms = median_ms(lambda: encoder_features(vox, cfg), repeats)
+            rows.append((f"voxelize {n // 1000}k points ({name})", f"{vox_ms:.1f} ms",
+                         f"+ encoder features {feat_ms:.1f} ms, {vox.stats.num_voxels} pillars"))
+
+
+def bench_model(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    from .config import CenterPointModelConfig, awml_base_model
+    from .models.centerpoint import BackboneNeckHeadGraph, VoxelEncoderGraph, build_centerpoint, graph_shapes
+
+    for name, cfg, reps in (("small", CenterPointModelConfig(), repeats), ("awml-base", awml_base_model(), 2)):
+        model = build_centerpoint(cfg).eval()
+        shapes = graph_shapes(cfg, num_voxels=min(cfg.max_voxels, 20000))
+        head, enc = BackboneNeckHeadGraph(model), VoxelEncoderGraph(model)
+        x, f = torch.zeros(shapes.spatial_features), torch.randn(shapes.input_features)
+        with torch.inference_mode():
+            head_ms = median_ms(lambda: head(x), reps)
+            enc_ms = median_ms(lambda: enc(f), reps)
+        rows.append((f"PyTorch CPU forward ({name}, {cfg.grid_size[0]}x{cfg.grid_size[1]})",
+                     f"{head_ms:.0f} ms", f"backbone/neck/head; encoder {enc_ms:.1f} ms for 20k pillars"))
+
+
+def bench_metrics(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    from .metrics.detection3d import Detection3DConfig, evaluate_detection3d
+    from .structures import Boxes3D
+
+    rng = np.random.default_rng(0)
+    gts, preds = [], []
+    for _ in range(1000):
+        b = np.concatenate([rng.uniform(-50, 50, (50, 2)), rng.uniform(-1, 1, (50, 1)),
+                            rng.uniform(0.5, 10, (50, 3)), rng.uniform(-3, 3, (50, 1))], 1)
+        labels = rng.integers(0, 5, 50)
+        gts.append(Boxes3D(b, None, labels, None))
+        p = b + rng.normal(0, 0.5, b.shape)
+        preds.append(Boxes3D(p, rng.uniform(0, 1, 50), labels, None))
+    cfg = Detection3DConfig(class_names=("car", "truck", "bus", "bicycle", "pedestrian"))
+    ms = median_ms(lambda: evaluate_detection3d(preds, gts, cfg), max(1, repeats // 2))
+    rows.append(("3D metrics, 1,000 frames x 50 objects", f"{ms:.0f} ms", "4 thresholds, APH, TP errors, bands"))
+
+
+def bench_backends(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    """ONNX Runtime CPU vs PyTorch CPU on the backbone/neck/head, alternated in one run."""
+    from .backends.onnxruntime_backend import onnxruntime_runners
+    from .backends.torch_backend import torch_runners
+    from .config import CenterPointModelConfig
+    from .export.onnx_export import export_centerpoint_onnx
+    from .models.centerpoint import build_centerpoint, graph_shapes
+
+    cfg = CenterPointModelConfig()
+    torch.manual_seed(0)
+    model = build_centerpoint(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        g = export_centerpoint_onnx(model, cfg, Path(tmp))
+        ort_r = onnxruntime_runners(g["encoder"].path, g["head"].path)
+        pt_r = torch_runners(model)
+        x = {"spatial_features": torch.randn(graph_shapes(cfg).spatial_features)}
+        med = interleaved_ms({"pytorch": lambda: pt_r.head(x), "onnxruntime": lambda: ort_r.head(x)}, repeats)
+    rows.append(("backbone/head PyTorch CPU", f"{med['pytorch']:.1f} ms", "median, alternated with ONNX Runtime"))
+    rows.append(("backbone/head ONNX Runtime CPU", f"{med['onnxruntime']:.1f} ms",
+                 f"ratio ORT/PyTorch = {med['onnxruntime'] / med['pytorch']:.2f}"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="awml-deploy bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections (default: all)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (default 7)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows: list[tuple[str, str, str]] = []
+    funcs = {"data": bench_data, "voxelize": bench_voxelize, "model": bench_model, "metrics": bench_metrics,
+             "backends": bench_backends}
+    console = Console()
+    for name in args.only or SECTIONS:
+        with console.status(f"bench: {name}"):
+            funcs[name](rows, args.repeats)
+    table = Table(title=f"awml-deploy bench (torch threads: {torch.get_num_threads()})")
+    for col in ("what", "median", "notes"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    return 0
