@@ -197,22 +197,21 @@ class TensorRTConfig(StrictModel):
             )
         if self.precision == "int8" and self.calibration_frames == 0:
             raise ValueError("export.tensorrt.calibration_frames must be > 0 for int8 precision")
+        if self.dla_core is not None and self.precision == "fp32_tf32":
+            raise ValueError("export.tensorrt.dla_core is set but precision is fp32_tf32: DLA runs FP16 and INT8 "
+                             "only; use fp16, int8 or auto, or drop dla_core")
         return self
 
 
 class ExportConfig(StrictModel):
-    # onnx: write ONNX; trt: build engines from existing ONNX (onnx_source); both; none: reuse the bundle.
+    # onnx: write ONNX; trt: build engines from existing ONNX (export.onnx_source when set, else the bundle's
+    # ONNX in work_dir); both; none: reuse the bundle (ONNX from export.onnx_source when set).
     mode: Literal["onnx", "trt", "both", "none"] = "onnx"
     opset: int = Field(17, ge=13, le=21)
     simplify: bool = True
+    # A folder holding pts_voxel_encoder_<name>.onnx and pts_backbone_neck_head_<name>.onnx (modes trt, none).
     onnx_source: str | None = None
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
-
-    @model_validator(mode="after")
-    def _onnx_source(self) -> "ExportConfig":
-        if self.mode == "trt" and not self.onnx_source:
-            raise ValueError("export.mode 'trt' builds engines from ONNX: set export.onnx_source or use mode 'both'")
-        return self
 
 
 class Tolerance(StrictModel):

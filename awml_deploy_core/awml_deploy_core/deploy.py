@@ -99,7 +99,22 @@ def _existing_onnx(cfg: DeployConfig, bundle: Bundle) -> dict[str, Path]:
     return {k: bundle.verify(k) for k in names}
 
 
-def _runners(backend: str, cfg: DeployConfig, model: CenterPoint, onnx: dict[str, Path]) -> CenterPointRunners:
+def _engines(cfg: DeployConfig, bundle: Bundle, model: CenterPoint, onnx: dict[str, Path],
+             samples: list) -> dict[str, Path]:
+    """TensorRT engines for both graphs: reused when their cache key matches, else built (modes trt/both)."""
+    from .backends.torch_backend import torch_runners
+    from .export.tensorrt_build import build_engines
+
+    device = cfg.device if cfg.device.startswith("cuda") else "cuda"
+    reference = None
+    if cfg.export.tensorrt.precision == "int8":  # the FP32 reference pipeline feeds INT8 calibration
+        reference = CenterPointPipeline(cfg.model, torch_runners(model, device), device)
+    return build_engines(cfg, bundle, onnx, samples, reference, device,
+                         allow_build=cfg.export.mode in ("trt", "both"))
+
+
+def _runners(backend: str, cfg: DeployConfig, model: CenterPoint, onnx: dict[str, Path],
+             engines: dict[str, Path] | None = None) -> CenterPointRunners:
     if backend == "pytorch":
         from .backends.torch_backend import torch_runners
 
@@ -111,13 +126,23 @@ def _runners(backend: str, cfg: DeployConfig, model: CenterPoint, onnx: dict[str
         return onnxruntime_runners(onnx["encoder"], onnx["head"], o.providers, o.graph_optimization,
                                    o.intra_op_threads)
     _require_tensorrt()
-    raise BackendUnavailableError("the tensorrt backend is not wired into this job yet")
+    from .backends.tensorrt_backend import tensorrt_runners
+
+    if engines is None:
+        raise ArtifactError("the tensorrt backend needs engines: use export.mode trt, both, or none with a bundle "
+                            "that holds them")
+    return tensorrt_runners(engines["encoder"], engines["head"], cfg.device)
 
 
-def _precision(backend: str, cfg: DeployConfig) -> str:
+def _precision(backend: str, cfg: DeployConfig, onnx: dict[str, Path] | None = None) -> str:
+    """The verify.tolerances key for a backend: fp32 for PyTorch/ONNX Runtime, the engine's precision for TensorRT."""
     if backend != "tensorrt":
         return "fp32"
-    return {"fp16": "fp16", "int8": "int8", "fp32_tf32": "tf32"}.get(cfg.export.tensorrt.precision, "fp16")
+    from .export.tensorrt_build import verification_precision
+    from .export.tensorrt_plan import has_qdq
+
+    qdq = bool(onnx) and all(p.is_file() for p in onnx.values()) and any(has_qdq(p) for p in onnx.values())
+    return verification_precision(cfg.export.tensorrt.precision, qdq)
 
 
 # --------------------------------------------------------------------------------------------- job
@@ -148,13 +173,17 @@ def run_deploy(cfg: DeployConfig, dry_run: bool = False, progress: bool = True) 
         else _existing_onnx(cfg, bundle)
 
     backends = list(dict.fromkeys([*cfg.evaluate.backends, *(b for s in cfg.verify.scenarios for b in s)]))
-    pipelines = {b: CenterPointPipeline(cfg.model, _runners(b, cfg, model, onnx), cfg.device) for b in backends}
+    engines = None
+    if cfg.export.mode in ("trt", "both") or (cfg.export.mode == "none" and "tensorrt" in backends):
+        engines = _engines(cfg, bundle, model, onnx, samples)
+    pipelines = {b: CenterPointPipeline(cfg.model, _runners(b, cfg, model, onnx, engines), cfg.device)
+                 for b in backends}
 
     verification = []
     if cfg.verify.enabled:
         n = min(cfg.verify.num_samples, len(samples))
         for ref, cand in cfg.verify.scenarios:
-            precision = _precision(cand, cfg)
+            precision = _precision(cand, cfg, onnx)
             res = ev.verify_backends((ref, pipelines[ref]), (cand, pipelines[cand]), samples[:n],
                                      cfg.verify.tolerances[precision], precision, progress)
             log.info("verify %s -> %s: %s", ref, cand, "passed" if res.passed else "FAILED")

@@ -60,9 +60,16 @@ def test_bad_choice(tmp_path):
     assert "export.mode" in msg and "'onnx'" in msg and "'tensorrt'" in msg
 
 
-def test_trt_without_onnx_source(tmp_path):
-    msg = _error(tmp_path, "export:\n  mode: trt\n")
-    assert "export" in msg and "onnx_source" in msg
+def test_dla_with_fp32_precision(tmp_path):
+    # DLA runs FP16 and INT8 only: an FP32/TF32 engine on a DLA core is a contradiction.
+    msg = _error(tmp_path, "export:\n  mode: trt\n  tensorrt:\n    precision: fp32_tf32\n    dla_core: 0\n")
+    assert "export.tensorrt" in msg and "DLA" in msg and "fp32_tf32" in msg
+
+
+def test_trt_without_onnx_source_takes_the_bundle(tmp_path):
+    path = tmp_path / "trt.yaml"
+    path.write_text("export:\n  mode: trt\n")
+    assert load_deploy_config(path).export.onnx_source is None  # engines are built from the bundle's ONNX
 
 
 def test_tensorrt_backend_without_engines(tmp_path):
