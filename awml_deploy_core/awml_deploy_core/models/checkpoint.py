@@ -1,0 +1,125 @@
+"""Checkpoint I/O: ``{"state_dict", "model_config", "meta"}``; also reads mmdet3d / AWML checkpoints.
+
+Every failure is a ``CheckpointError`` with a one-line message naming the offending keys and shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import CenterPointModelConfig, format_validation_error
+from ..errors import CheckpointError
+from .centerpoint import CenterPoint, build_centerpoint
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "centerpoint_small.pth"
+_SHOW = 3  # keys named per category in an error message
+
+
+def save_checkpoint(model: CenterPoint, cfg: CenterPointModelConfig, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write atomically (temp file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "model_config": cfg.model_dump(),
+        "meta": dict(meta or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return f"{shown}{', ...' if len(keys) > _SHOW else ''}"
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt, truncated, not a torch file, or pickles non-tensor objects
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint (corrupt or not a weights-only torch file): {first[:160]}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def extract_state_dict(obj: dict[str, Any], path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: 'state_dict' is a {type(sd).__name__}, expected a mapping of tensors")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            continue  # mmengine checkpoints may carry non-tensor entries next to the weights
+        key = k[len("module.") :] if k.startswith("module.") else k
+        out[key] = v
+    if not out:
+        raise CheckpointError(f"{path}: no tensors found in the checkpoint's state dict")
+    return out
+
+
+def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path | str, name: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} keys [{_names(missing)}]")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} keys [{_names(unexpected)}]")
+    if wrong:
+        shapes = ", ".join(
+            f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}" for k in wrong[:_SHOW]
+        )
+        parts.append(f"wrong shape for {len(wrong)} keys [{shapes}{', ...' if len(wrong) > _SHOW else ''}]")
+    raise CheckpointError(f"{path}: state dict does not fit model {name!r}: " + "; ".join(parts))
+
+
+def load_checkpoint(
+    path: str | Path, cfg: CenterPointModelConfig | None = None, map_location: str | torch.device = "cpu"
+) -> tuple[CenterPoint, CenterPointModelConfig]:
+    """Build the model (from ``cfg`` or the checkpoint's ``model_config``) and load the weights strictly.
+
+    The checkpoint's ``meta`` (if any) is attached as ``model.checkpoint_meta``.
+    """
+    path = Path(path)
+    obj = _read(path, map_location)
+    if cfg is None:
+        stored = obj.get("model_config")
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{path}: checkpoint has no 'model_config'; pass the model config explicitly")
+        try:
+            cfg = CenterPointModelConfig.model_validate(stored)
+        except Exception as e:
+            msg = format_validation_error(e, "model_config") if hasattr(e, "errors") else str(e)
+            raise CheckpointError(f"{path}: stored model_config is invalid: {msg}") from None
+    sd = extract_state_dict(obj, path)
+    model = build_centerpoint(cfg)
+    check_state_dict(model, sd, path, cfg.name)
+    model.load_state_dict(sd, strict=False)  # strictness checked above (num_batches_tracked may be absent)
+    model.checkpoint_meta = dict(obj.get("meta") or {})  # type: ignore[attr-defined]
+    return model.to(map_location).eval(), cfg

@@ -1,0 +1,1 @@
+"""Per-model pre/post-processing and the pipelines tying them to a backend."""

@@ -1,0 +1,89 @@
+"""Head outputs (the export graph's Autoware convention) -> candidate boxes.
+
+Follows Autoware lidar_centerpoint ``lib/postprocess/postprocess_kernel.cu`` (generateBoxes3D_kernel):
+every cell of the output map is a candidate; its label is the argmax over classes of sigmoid(heatmap) and
+its score that maximum (no 3x3 max-pool peak check: neither Autoware nor mmdet3d's CenterPoint decoder
+does one; duplicates are removed by NMS). Then:
+  x = voxel_x * out_size_factor * (xi + reg[0]) + range_min_x,   y likewise with reg[1] and yi
+  z = height  (box gravity centre; Autoware publishes it as the object's centre, no h/2 shift)
+  w, l, h = exp(dim[0]), exp(dim[1]), exp(dim[2])
+  yaw = -atan2(rot[0], rot[1]) - pi/2   (``lib/ros_utils.cpp``: "mmdet3d yaw format to ros yaw format")
+  vx, vy = vel[0], vel[1]
+Scores must exceed the per-class threshold (Autoware: ``score > threshold``). Candidates are sorted by score
+(stable, so ties keep raster order) and capped at ``cfg.max_num``; centres outside the x/y range are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...config import CenterPointModelConfig
+from ...structures import Boxes3D
+
+
+def class_thresholds(cfg: CenterPointModelConfig) -> list[float]:
+    if cfg.class_score_thresholds is not None:
+        return list(cfg.class_score_thresholds)
+    return [cfg.score_threshold] * len(cfg.class_names)
+
+
+def wrap_angle(a: Tensor) -> Tensor:
+    """Wrap to [-pi, pi)."""
+    return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
+
+
+def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3D:
+    heatmap = outputs["heatmap"]
+    if heatmap.dim() != 4 or heatmap.shape[0] != 1:
+        raise ValueError(f"heatmap must have shape [1, num_classes, H, W], got {tuple(heatmap.shape)}")
+    n_cls, h_out, w_out = heatmap.shape[1:]
+    if n_cls != len(cfg.class_names):
+        raise ValueError(f"heatmap has {n_cls} classes but the config names {len(cfg.class_names)}")
+    dev = heatmap.device
+    scores_all = torch.sigmoid(heatmap[0].float())  # (C, H, W)
+    score, label = torch.max(scores_all, dim=0)
+    thr = torch.tensor(class_thresholds(cfg), dtype=torch.float32, device=dev)
+    flat_score = score.reshape(-1)
+    flat_label = label.reshape(-1)
+    idx = torch.nonzero(flat_score > thr[flat_label]).squeeze(1)
+    if idx.numel() == 0:
+        return Boxes3D()
+    s = flat_score[idx]
+    order = torch.sort(s, descending=True, stable=True).indices[: cfg.max_num]
+    idx, s = idx[order], s[order]
+    lab = flat_label[idx]
+
+    def at(name: str, ch: int) -> Tensor:
+        return outputs[name][0, ch].reshape(-1)[idx].float()
+
+    yi = (idx // w_out).to(torch.float32)
+    xi = (idx % w_out).to(torch.float32)
+    vx, vy = cfg.voxel_size[0], cfg.voxel_size[1]
+    r = cfg.point_cloud_range
+    f = cfg.out_size_factor
+    x = (vx * f) * (xi + at("reg", 0)) + r[0]
+    y = (vy * f) * (yi + at("reg", 1)) + r[1]
+    z = at("height", 0)
+    width = torch.exp(at("dim", 0))
+    length = torch.exp(at("dim", 1))
+    height = torch.exp(at("dim", 2))
+    yaw = wrap_angle(-torch.atan2(at("rot", 0), at("rot", 1)) - math.pi / 2)
+    vel = outputs.get("vel")
+    if vel is not None and cfg.with_velocity:
+        velocity = torch.stack([at("vel", 0), at("vel", 1)], dim=1)
+    else:
+        velocity = torch.zeros(idx.numel(), 2, device=dev)
+
+    inside = (x >= r[0]) & (x <= r[3]) & (y >= r[1]) & (y <= r[4])
+    boxes = torch.stack([x, y, z, length, width, height, yaw], dim=1)[inside]
+    return Boxes3D(
+        boxes=boxes.cpu().numpy(),
+        scores=s[inside].cpu().numpy(),
+        labels=lab[inside].cpu().numpy().astype(np.int64),
+        velocities=velocity[inside].cpu().numpy(),
+    )

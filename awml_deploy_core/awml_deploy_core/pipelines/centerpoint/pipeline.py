@@ -1,0 +1,112 @@
+"""CenterPoint pipeline: preprocess -> encoder graph -> scatter -> head graph -> postprocess.
+
+The one implementation shared by evaluation, verification, training-time checks and the ROS nodes; the
+backend only supplies the two graph runners.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...backends.base import CenterPointRunners
+from ...config import CenterPointModelConfig
+from ...models.centerpoint import HEAD_OUTPUT_NAMES, scatter_pillars
+from ...structures import Boxes3D
+from .decode import decode
+from .features import encoder_features
+from .nms import nms
+from .voxelize import VoxelStats, as_points, voxelize
+
+STAGES = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
+
+
+@dataclass
+class PreprocessOutput:
+    input_features: Tensor  # (V, P, F)
+    coords: Tensor  # (V, 2) int64 (y, x)
+    stats: VoxelStats
+
+
+@dataclass
+class PipelineOutput:
+    detections: Boxes3D
+    timings_ms: dict[str, float]
+    stats: VoxelStats
+    raw: dict[str, Tensor] | None = field(default=None)
+
+
+class CenterPointPipeline:
+    def __init__(self, cfg: CenterPointModelConfig, runners: CenterPointRunners, device: str | torch.device = "cpu") -> None:
+        self.cfg = cfg
+        self.runners = runners
+        self.device = torch.device(device)
+        self._cuda = self.device.type == "cuda"
+
+    # ------------------------------------------------------------------------------ stages
+    def preprocess(self, points: np.ndarray | Tensor) -> PreprocessOutput:
+        pts = as_points(points, self.device)
+        vox = voxelize(pts, self.cfg)
+        return PreprocessOutput(encoder_features(vox, self.cfg), vox.coords, vox.stats)
+
+    def encode(self, input_features: Tensor) -> Tensor:
+        if input_features.shape[0] == 0:
+            return torch.zeros(0, self.cfg.pillar_channels, device=self.device)
+        out = self.runners.encoder({"input_features": input_features})["pillar_features"]
+        return out.to(self.device).reshape(input_features.shape[0], -1)
+
+    def scatter(self, pillar_features: Tensor, coords: Tensor) -> Tensor:
+        gx, gy = self.cfg.grid_size
+        return scatter_pillars(pillar_features.float(), coords, gx, gy, batch_size=1)
+
+    def head(self, spatial_features: Tensor) -> dict[str, Tensor]:
+        out = self.runners.head({"spatial_features": spatial_features})
+        missing = [n for n in HEAD_OUTPUT_NAMES if n not in out]
+        if missing:
+            raise ValueError(f"head runner {self.runners.head.name!r} did not return {missing}")
+        return {n: out[n].to(self.device) for n in HEAD_OUTPUT_NAMES}
+
+    def postprocess(self, head_outputs: Mapping[str, Tensor]) -> Boxes3D:
+        return nms(decode(head_outputs, self.cfg), self.cfg)
+
+    # -------------------------------------------------------------------------------- all
+    def _sync(self) -> None:
+        if self._cuda:
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, points: np.ndarray | Tensor, return_raw: bool = False) -> PipelineOutput:
+        t = {k: 0.0 for k in STAGES}
+        self._sync()
+        t0 = time.perf_counter()
+        pre = self.preprocess(points)
+        self._sync()
+        t1 = time.perf_counter()
+        t["preprocess"] = (t1 - t0) * 1e3
+        raw: dict[str, Tensor] | None = None
+        if pre.input_features.shape[0] == 0:
+            # No pillar, no object: skip the graphs (an empty canvas would only decode biases).
+            dets = Boxes3D()
+            if return_raw:
+                raw = {"pillar_features": torch.zeros(0, self.cfg.pillar_channels, device=self.device)}
+        else:
+            pillars = self.encode(pre.input_features)
+            self._sync()
+            t2 = time.perf_counter()
+            spatial = self.scatter(pillars, pre.coords)
+            self._sync()
+            t3 = time.perf_counter()
+            outs = self.head(spatial)
+            self._sync()
+            t4 = time.perf_counter()
+            dets = self.postprocess(outs)
+            t5 = time.perf_counter()
+            t.update(encoder=(t2 - t1) * 1e3, scatter=(t3 - t2) * 1e3, head=(t4 - t3) * 1e3, postprocess=(t5 - t4) * 1e3)
+            if return_raw:
+                raw = {"pillar_features": pillars, **outs}
+        t["total"] = (time.perf_counter() - t0) * 1e3
+        return PipelineOutput(detections=dets, timings_ms=t, stats=pre.stats, raw=raw)

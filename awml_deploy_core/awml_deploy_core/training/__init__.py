@@ -1,0 +1,1 @@
+"""Training of the small CenterPoint on synthetic scenes (targets, augmentation, the train command)."""

@@ -1,0 +1,96 @@
+"""Checkpoint save/load and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from awml_deploy_core.config import CenterPointModelConfig
+from awml_deploy_core.errors import CheckpointError
+from awml_deploy_core.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from awml_deploy_core.models.centerpoint import build_centerpoint
+
+
+@pytest.fixture(scope="module")
+def model_cfg():
+    torch.manual_seed(0)
+    cfg = CenterPointModelConfig()
+    return build_centerpoint(cfg).eval(), cfg
+
+
+def _one_line_error(path, **kw) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, **kw)
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_round_trip(tmp_path, model_cfg):
+    model, cfg = model_cfg
+    path = save_checkpoint(model, cfg, tmp_path / "sub" / "m.pth", {"seed": 3})
+    assert sorted(os.listdir(path.parent)) == ["m.pth"]  # no temp file left
+    assert (path.stat().st_mode & 0o044) == 0o044  # readable by others, like any file written here
+    loaded, cfg2 = load_checkpoint(path)
+    assert cfg2 == cfg and loaded.checkpoint_meta == {"seed": 3}
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    raw = torch.load(path, weights_only=True)
+    assert set(raw) == {"state_dict", "model_config", "meta"}
+
+
+def test_mmdet3d_style_dict_with_module_prefix(tmp_path, model_cfg):
+    model, cfg = model_cfg
+    sd = {f"module.{k}": v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save({"meta": {"epoch": 50, "mmengine_version": "0.10"}, "state_dict": sd}, tmp_path / "awml.pth")
+    loaded, _ = load_checkpoint(tmp_path / "awml.pth", cfg=cfg)
+    key = "pts_bbox_head.task_heads.0.heatmap.1.weight"
+    assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
+    assert "model_config" in _one_line_error(tmp_path / "awml.pth")  # no cfg given, none stored
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path, model_cfg):
+    model, cfg = model_cfg
+    sd = dict(model.state_dict())
+    for k in [k for k in sd if k.startswith("pts_bbox_head.task_heads.0.vel")]:
+        del sd[k]
+    sd["pts_bbox_head.task_heads.0.iou.1.weight"] = torch.zeros(1)
+    torch.save({"state_dict": sd}, tmp_path / "bad.pth")
+    msg = _one_line_error(tmp_path / "bad.pth", cfg=cfg)
+    # 7 = conv + 4 BN tensors + conv weight and bias (num_batches_tracked may be absent)
+    assert "missing 7 keys [pts_bbox_head.task_heads.0.vel.0.conv.weight" in msg and "..." in msg
+    assert "unexpected 1 keys [pts_bbox_head.task_heads.0.iou.1.weight]" in msg
+
+
+def test_wrong_shapes_are_named_with_both_shapes(tmp_path, model_cfg):
+    model, cfg = model_cfg
+    sd = dict(model.state_dict())
+    sd["pts_bbox_head.task_heads.0.heatmap.1.weight"] = torch.zeros(10, 64, 1, 1)
+    torch.save({"state_dict": sd, "model_config": cfg.model_dump()}, tmp_path / "shape.pth")
+    msg = _one_line_error(tmp_path / "shape.pth")
+    assert "wrong shape for 1 keys [pts_bbox_head.task_heads.0.heatmap.1.weight: checkpoint (10, 64, 1, 1) vs model (5, 64, 1, 1)]" in msg
+
+
+def test_corrupt_truncated_and_missing_files(tmp_path, model_cfg):
+    model, cfg = model_cfg
+    (tmp_path / "garbage.pth").write_bytes(b"\x00not a checkpoint" * 10)
+    assert "cannot read checkpoint" in _one_line_error(tmp_path / "garbage.pth")
+    good = save_checkpoint(model, cfg, tmp_path / "good.pth")
+    (tmp_path / "cut.pth").write_bytes(good.read_bytes()[:5000])
+    assert "cannot read checkpoint" in _one_line_error(tmp_path / "cut.pth")
+    assert "not found" in _one_line_error(tmp_path / "nope.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    assert "expected a dict" in _one_line_error(tmp_path / "list.pth")
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="shipped checkpoint not present")
+def test_shipped_checkpoint_loads_and_is_small():
+    assert DEFAULT_CHECKPOINT.stat().st_size < 10 * 1024 * 1024
+    model, cfg = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert cfg.name == "centerpoint_small"
+    assert all(v.dtype in (torch.float32, torch.int64) for v in model.state_dict().values())
+    report = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
+    assert report["seed"] < 10_000 <= report["eval_seed"] and "command" in report
