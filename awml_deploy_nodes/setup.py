@@ -19,5 +19,8 @@ setup(
         (f"share/{PACKAGE}/config", sorted(glob("../config/*.yaml") + glob("../config/*.xml"))),
     ],
     zip_safe=False,
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "centerpoint_node = awml_deploy_nodes.centerpoint_node:main",
+        "centerpoint_node_bench = awml_deploy_nodes.bench_node:main",
+    ]},
 )

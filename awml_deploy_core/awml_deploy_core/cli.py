@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .errors import AwmlDeployError, UsageError
 
@@ -55,6 +56,126 @@ def _run_export(args: argparse.Namespace) -> int:
     return run_deploy(cfg, dry_run=args.dry_run)
 
 
+def _add_make_bag(sub: argparse._SubParsersAction) -> None:
+    from .data.rosbag_io import DEFAULT_GT_TOPIC, DEFAULT_LIDAR_TOPIC, STORAGES
+
+    p = sub.add_parser("make-bag", help="write a synthetic drive as a rosbag2 (clouds + ground truth + info file)")
+    p.add_argument("out", help="bag folder to create (must not exist)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the drive at 10 Hz (default: 30)")
+    p.add_argument("--seed", type=int, default=10_000, help="scene seed (default: 10000, held out from training)")
+    p.add_argument("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage (default: mcap)")
+    p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
+    p.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC, help=f"default: {DEFAULT_GT_TOPIC}")
+    _common(p)
+    p.set_defaults(func=_run_make_bag)
+
+
+def _run_make_bag(args: argparse.Namespace) -> int:
+    from .data.rosbag_io import write_synthetic_bag
+
+    bag = write_synthetic_bag(args.out, args.seconds, args.seed, args.storage, args.lidar_topic, args.gt_topic)
+    print(f"{bag.path}: {bag.frames} clouds on {bag.lidar_topic}, ground truth on {bag.gt_topic} ({bag.storage}); "
+          f"AWML info file {bag.info_path}")
+    return EXIT_OK
+
+
+def _add_replay_eval(sub: argparse._SubParsersAction) -> None:
+    from .data.rosbag_io import DEFAULT_LIDAR_TOPIC
+
+    p = sub.add_parser("replay-eval", help="replay a rosbag through the pipeline (no ROS) and score it against "
+                                          "ground truth, with pass/fail criteria")
+    p.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
+    p.add_argument("--config", required=True, help="deploy config YAML (see config/centerpoint.yaml)")
+    p.add_argument("--backend", choices=["onnxruntime", "pytorch", "tensorrt"], default="onnxruntime",
+                   help="backend (default: onnxruntime, from the bundle in the config's work_dir)")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt-topic", help="ground-truth topic (awml_deploy_msgs/msg/DetectedObjects; default: "
+                                       "/awml/ground_truth/objects if the bag has it)")
+    gt.add_argument("--gt-info", help="ground truth as an AWML info file, matched by timestamp")
+    p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
+    p.add_argument("--tolerance-ms", type=float, default=75.0,
+                   help="max |cloud stamp - ground-truth stamp| for a frame to be scored (default: 75)")
+    p.add_argument("--criteria", help="pass/fail criteria YAML (see awml_deploy_core/replay/criteria.py)")
+    p.add_argument("--out", help="output folder (default: <work_dir>/replay/<bag>_<backend>)")
+    p.add_argument("--work-dir", help="bundle folder (overrides the config's work_dir)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
+    p.add_argument("--checkpoint", help="PyTorch checkpoint (overrides the config's checkpoint)")
+    p.add_argument("--strict-order", action="store_true",
+                   help="fail on cloud stamps that go backwards (default: warn, score by stamp, list them)")
+    p.add_argument("--max-frames", type=int, help="stop after this many clouds")
+    p.add_argument("--benchmark", action="store_true",
+                   help="measure replay throughput against the bare pipeline on the same clouds, then exit")
+    _common(p)
+    p.set_defaults(func=_run_replay_eval)
+
+
+def _run_replay_eval(args: argparse.Namespace) -> int:
+    from .config import load_deploy_config
+
+    overrides = {k: v for k, v in {"work_dir": args.work_dir, "device": args.device,
+                                   "checkpoint": args.checkpoint}.items() if v is not None}
+    cfg = load_deploy_config(args.config, overrides)
+    criteria = None
+    if args.criteria:
+        from .replay.criteria import load_criteria
+
+        criteria = load_criteria(args.criteria)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    from .replay.offline import benchmark_overhead, replay_evaluate
+
+    if args.benchmark:
+        r = benchmark_overhead(args.bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+                               gt_info=args.gt_info, max_frames=args.max_frames)
+        print(f"replay overhead on {r['frames']} clouds ({r['points_per_cloud']:.0f} points, {r['backend']}): "
+              f"bare pipeline median {r['bare_median_ms']:.1f} ms/frame, replay median {r['replay_median_ms']:.1f} "
+              f"ms/frame -> replay throughput {100 * r['ratio']:.1f}% of bare (median per-frame ratio "
+              f"{100 * r['ratio_paired']:.1f}%); "
+              f"reading + decoding all clouds: {r['bag_read_decode_s']:.3f} s")
+        return EXIT_OK
+    outcome = replay_evaluate(args.bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+                              gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, criteria=criteria,
+                              criteria_source=args.criteria or "criteria", out_dir=args.out,
+                              strict_order=args.strict_order, max_frames=args.max_frames)
+    s = outcome.summary
+    c = s["counts"]
+    print(f"{c['frames']} frames: {c['scored']} scored, {c['skipped']} skipped; mAP@2m "
+          f"{s['map_at_2m'] if s['map_at_2m'] is None else round(s['map_at_2m'], 4)}; latency total p50/p99 "
+          f"{(s['latency_ms'].get('total') or {}).get('p50') or float('nan'):.1f}/"
+          f"{(s['latency_ms'].get('total') or {}).get('p99') or float('nan'):.1f} ms")
+    for g in s["gates"]:
+        print(f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}: {g['detail']}")
+    print(f"report: {outcome.out_dir / 'report.md'} (summary.json, frames.jsonl)")
+    return outcome.exit_code
+
+
+def _add_replay_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay-compare", help="two replay-eval runs side by side, with a regression gate")
+    p.add_argument("run_a", help="reference run folder (replay-eval --out)")
+    p.add_argument("run_b", help="candidate run folder")
+    p.add_argument("--max-map-drop", type=float, default=0.01, help="allowed mAP@2m drop of B (default: 0.01)")
+    p.add_argument("--max-ap-drop", type=float, help="allowed per-class AP@2m drop of B (default: not gated)")
+    p.add_argument("--out", help="output folder (default: <run_b>/compare)")
+    _common(p)
+    p.set_defaults(func=_run_replay_compare)
+
+
+def _run_replay_compare(args: argparse.Namespace) -> int:
+    from .replay.report import compare_runs
+
+    for name in ("max_map_drop", "max_ap_drop"):
+        v = getattr(args, name)
+        if v is not None and not v >= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+    code, result = compare_runs(args.run_a, args.run_b, args.out, args.max_map_drop, args.max_ap_drop)
+    for row in result["rows"]:
+        print(f"{row[0]:<58} {row[1]:>10} {row[2]:>10}  {row[3].replace('**', '')}")
+    for g in result["gates"]:
+        print(f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}: {g['detail']}")
+    print(f"report: {Path(result['out']) / 'compare.md'}")
+    return code
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the small CenterPoint on fresh synthetic scenes",
                        add_help=False)
@@ -86,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_train(sub)
     _add_bench(sub)
+    _add_make_bag(sub)
+    _add_replay_eval(sub)
+    _add_replay_compare(sub)
     return parser
 
 

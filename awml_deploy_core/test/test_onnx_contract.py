@@ -40,7 +40,7 @@ def test_encoder_io(exported):
     assert [n for n, _ in ins] == ["input_features"]
     (_, d_in), (_, d_out) = ins[0], outs[0]
     assert len(d_in) == 3 and isinstance(d_in[0], str), "num_voxels must be a dynamic (named) axis"
-    assert d_in[1:] == [CFG.max_points_per_voxel, CFG.encoder_in_features] == [20, 11]
+    assert d_in[1:] == [CFG.max_points_per_voxel, CFG.encoder_in_features] == [32, 11]
     assert [n for n, _ in outs] == ["pillar_features"]
     assert len(d_out) == 2 and d_out[0] == d_in[0] and d_out[1] == 32
     assert max(op.version for op in m.opset_import if op.domain in ("", "ai.onnx")) == 17

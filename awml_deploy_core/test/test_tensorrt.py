@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "awml-deploy"
 TRT_REASON = "TensorRT not installed: engine build/run tests need `import tensorrt` and a CUDA GPU"
 
-PROFILE = {"input_features": {"min": [1000, 20, 11], "opt": [20000, 20, 11], "max": [40000, 20, 11]}}
+PROFILE = {"input_features": {"min": [1000, 32, 11], "opt": [20000, 32, 11], "max": [40000, 32, 11]}}
 
 
 def _key(**change) -> CacheKey:
@@ -94,8 +94,8 @@ def test_same_key_is_reusable_also_after_a_manifest_round_trip(tmp_path):
          "built for Orin (compute capability 8.7), this GPU is NVIDIA H100 80GB HBM3 (compute capability 9.0)"),
         ({"compute_capability": "8.6"}, "compute capability 8.7), this GPU is Orin (compute capability 8.6)"),
         ({"precision": "int8"}, "precision changed (fp16 -> int8)"),
-        ({"profiles": {"input_features": {"min": [1, 20, 11], "opt": [20000, 20, 11], "max": [40000, 20, 11]}}},
-         "optimisation profiles changed (input_features min [1000, 20, 11]"),
+        ({"profiles": {"input_features": {"min": [1, 32, 11], "opt": [20000, 32, 11], "max": [40000, 32, 11]}}},
+         "optimisation profiles changed (input_features min [1000, 32, 11]"),
         ({"onnx_sha256": "b" * 64}, "the ONNX changed (sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb)"),
         ({"extra": {"workspace_mb": 4096, "dla_core": None}}, "workspace_mb changed (2048 -> 4096)"),
         ({"extra": {"workspace_mb": 2048, "dla_core": 0}}, "dla_core changed (None -> 0)"),
@@ -228,14 +228,14 @@ def test_profile_matching_the_graph_is_valid(exported):
 @pytest.mark.parametrize(
     ("profile", "match"),
     [
-        ({"input_features": {"min": [1000, 32, 11], "opt": [2000, 32, 11], "max": [40000, 32, 11]}},
-         r"max_points_per_voxel \(P\) is static 20"),
-        ({"input_features": {"min": [1000, 20, 9], "opt": [2000, 20, 9], "max": [40000, 20, 9]}},
+        ({"input_features": {"min": [1000, 20, 11], "opt": [2000, 20, 11], "max": [40000, 32, 11]}},
+         r"max_points_per_voxel \(P\) is static 32"),
+        ({"input_features": {"min": [1000, 32, 9], "opt": [2000, 32, 9], "max": [40000, 32, 9]}},
          r"encoder_in_features \(F\) is static 11"),
         ({"input_features": {"min": [1000, 20], "opt": [2000, 20], "max": [40000, 20]}}, "rank 2"),
-        ({"input_features": {"min": [3000, 20, 11], "opt": [2000, 20, 11], "max": [40000, 20, 11]}},
+        ({"input_features": {"min": [3000, 32, 11], "opt": [2000, 32, 11], "max": [40000, 32, 11]}},
          "1 <= min <= opt <= max"),
-        ({"input_features": {"min": [1000, 20, 11], "opt": [2000, 20, 11], "max": [20000, 20, 11]}},
+        ({"input_features": {"min": [1000, 32, 11], "opt": [2000, 32, 11], "max": [20000, 32, 11]}},
          "num_voxels_max=20000 is below the model's max_voxels=30000"),
         ({"voxels": {"min": [1], "opt": [1], "max": [1]}}, r"input 'voxels'.*\['input_features'\]"),
         ({}, "input 'input_features' has dynamic dims"),
@@ -345,7 +345,7 @@ def test_plan_int8_names_calibrator_and_cache(exported, tmp_path):
     plan = build_plan(cfg, Bundle.open(tmp_path), env=TrtEnvironment("8.6.2", "Orin", "8.7"))
     enc, head = plan["graphs"]["encoder"]["calibration"], plan["graphs"]["head"]["calibration"]
     assert enc["calibrator"] == "IInt8MinMaxCalibrator" and enc["frames"] == 8
-    assert enc["batch_shape"] == [5000, 20, 11] and head["batch_shape"] == [1, 32, 256, 256]
+    assert enc["batch_shape"] == [5000, 32, 11] and head["batch_shape"] == [1, 32, 256, 256]
     assert "calib_encoder_minmax_" in enc["cache"] and "reference encoder" in head["data"]
     assert plan["graphs"]["encoder"]["tolerance"] == "int8"
 
@@ -382,7 +382,7 @@ def test_dry_run_cli(tmp_path, mode):
     out = res.stdout
     assert "TensorRT build plan" in out and f"export.mode: {mode}" in out
     assert "pts_voxel_encoder_centerpoint_small.engine" in out and "pts_backbone_neck_head" in out
-    assert "input_features min [1000, 20, 11]" in out
+    assert "input_features min [1000, 32, 11]" in out
     try:
         import tensorrt  # noqa: F401
     except ImportError:
