@@ -1,0 +1,229 @@
+"""Health counters of a perception node and their ``diagnostic_msgs/DiagnosticArray`` form.
+
+``diagnostic_updater`` is not installable everywhere this runs (not on PyPI), so this is the small part of it
+the node needs: counters updated from the subscription callback and the worker thread (under one lock), and
+a periodic report of two statuses, named like diagnostic_updater names them (``<node>: <task>``):
+
+``<node>: inference``  processing time of the last period against the budget (OK / WARN above it), stamp-to-
+    output latency, pillar overflow (points beyond max_points_per_voxel: normal for dense clouds, reported;
+    pillars beyond max_voxels: WARN, objects may be missed).
+``<node>: input``  clouds received, dropped (replaced by a newer cloud before they were processed), dropped
+    by the middleware before the node took them (``input_gaps``: gaps in the writers' publication sequence
+    numbers, where rclpy passes them: Iron and newer), lost by the middleware (message-lost events), malformed per kind (``malformed.<kind>``, kinds of
+    conversions.MALFORMED_KINDS), unusual clouds that were processed (``accepted.*``: big-endian, organized,
+    empty, with non-finite points) and internal errors. WARN when something was dropped or malformed during
+    the period, ERROR when a frame failed inside the node.
+
+Counters are cumulative since start-up; ``*_in_period`` values and the levels refer to the last period.
+Every value is a string (``KeyValue``); integers are written without decimals so tools can parse them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+ACCEPTED_KINDS = ("big_endian", "organized", "empty", "with_non_finite")
+OVERFLOW_KEYS = ("points_overflow", "voxels_overflow", "points_dropped_by_overflow")
+
+
+@dataclass
+class _Period:
+    """What happened since the last report."""
+
+    times_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    over_budget: int = 0
+    received: int = 0
+    dropped: int = 0
+    lost: int = 0
+    gaps: int = 0
+    malformed: int = 0
+    internal_errors: int = 0
+    voxels_overflow: int = 0
+
+
+class NodeHealth:
+    """Thread-safe counters; :meth:`report` turns them into a DiagnosticArray and starts a new period."""
+
+    def __init__(self, node_name: str, budget_ms: float, malformed_kinds: Iterable[str],
+                 info: dict[str, str] | None = None) -> None:
+        self.node_name = node_name
+        self.budget_ms = float(budget_ms)
+        self.info = dict(info or {})  # constant key-values (backend, precision, model)
+        self._lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.lost = 0
+        self.gaps = 0
+        self.sequence_gaps_known = False  # the node sets it where rclpy gives publication sequence numbers
+        self.internal_errors = 0
+        self.over_budget = 0
+        self.malformed = {k: 0 for k in malformed_kinds}
+        self.accepted = {k: 0 for k in ACCEPTED_KINDS}
+        self.non_finite_points = 0
+        self.overflow = {k: 0 for k in OVERFLOW_KEYS}
+        self.frames_with_voxel_overflow = 0
+        self.last_time_ms: float | None = None
+        self._period = _Period()
+
+    # ------------------------------------------------------------------ updates (any thread)
+    def on_received(self, replaced_unprocessed: bool) -> None:
+        with self._lock:
+            self.received += 1
+            self._period.received += 1
+            if replaced_unprocessed:
+                self.dropped += 1
+                self._period.dropped += 1
+
+    def on_lost(self, count: int) -> None:
+        with self._lock:
+            self.lost += int(count)
+            self._period.lost += int(count)
+
+    def on_input_gap(self, count: int) -> None:
+        with self._lock:
+            self.gaps += int(count)
+            self._period.gaps += int(count)
+
+    def on_malformed(self, kind: str) -> int:
+        """Count one malformed cloud; returns the total of malformed clouds so far."""
+        with self._lock:
+            self.malformed[kind] = self.malformed.get(kind, 0) + 1
+            self._period.malformed += 1
+            return sum(self.malformed.values())
+
+    def on_accepted(self, big_endian: bool, organized: bool, empty: bool, non_finite: int) -> None:
+        with self._lock:
+            self.accepted["big_endian"] += int(big_endian)
+            self.accepted["organized"] += int(organized)
+            self.accepted["empty"] += int(empty)
+            self.accepted["with_non_finite"] += int(non_finite > 0)
+            self.non_finite_points += int(non_finite)
+
+    def on_processed(self, time_ms: float, latency_ms: float, voxel_stats: Any) -> None:
+        with self._lock:
+            self.processed += 1
+            self.last_time_ms = time_ms
+            self._period.times_ms.append(time_ms)
+            self._period.latencies_ms.append(latency_ms)
+            if time_ms > self.budget_ms:
+                self.over_budget += 1
+                self._period.over_budget += 1
+            for k in OVERFLOW_KEYS:
+                self.overflow[k] += int(getattr(voxel_stats, k, 0))
+            vo = int(getattr(voxel_stats, "voxels_overflow", 0))
+            if vo:
+                self.frames_with_voxel_overflow += 1
+                self._period.voxels_overflow += vo
+
+    def on_internal_error(self) -> None:
+        with self._lock:
+            self.internal_errors += 1
+            self._period.internal_errors += 1
+
+    # ------------------------------------------------------------------ report (timer thread)
+    def snapshot(self) -> dict[str, Any]:
+        """Plain copy of every counter (for tests and logs)."""
+        with self._lock:
+            return {"received": self.received, "processed": self.processed, "dropped": self.dropped,
+                    "lost": self.lost, "gaps": self.gaps, "internal_errors": self.internal_errors, "over_budget": self.over_budget,
+                    "malformed": dict(self.malformed), "accepted": dict(self.accepted),
+                    "non_finite_points": self.non_finite_points, "overflow": dict(self.overflow)}
+
+    def report(self, stamp: Any) -> DiagnosticArray:
+        with self._lock:
+            period, self._period = self._period, _Period()
+            inference = self._inference_status(period)
+            inputs = self._input_status(period)
+        msg = DiagnosticArray()
+        msg.header.stamp = stamp
+        msg.status = [inference, inputs]
+        return msg
+
+    def _status(self, task: str, level: bytes, message: str, values: list[tuple[str, Any]]) -> DiagnosticStatus:
+        return DiagnosticStatus(level=level, name=f"{self.node_name}: {task}", message=message,
+                                hardware_id=self.node_name,
+                                values=[KeyValue(key=k, value=_fmt(v)) for k, v in values])
+
+    def _inference_status(self, p: _Period) -> DiagnosticStatus:
+        times = p.times_ms
+        mean = sum(times) / len(times) if times else None
+        worst = max(times) if times else None
+        values: list[tuple[str, Any]] = [
+            *self.info.items(),
+            ("processing_time_budget_ms", self.budget_ms),
+            ("frames_processed", self.processed),
+            ("frames_processed_in_period", len(times)),
+            ("processing_time_ms_last", self.last_time_ms),
+            ("processing_time_ms_mean_in_period", mean),
+            ("processing_time_ms_max_in_period", worst),
+            ("frames_over_budget", self.over_budget),
+            ("frames_over_budget_in_period", p.over_budget),
+            ("latency_ms_max_in_period", max(p.latencies_ms) if p.latencies_ms else None),
+            *((f"pillars.{k}", v) for k, v in self.overflow.items()),
+            ("pillars.frames_with_voxels_overflow", self.frames_with_voxel_overflow),
+        ]
+        if p.over_budget:
+            level, text = WARN, (f"processing time over budget in {p.over_budget}/{len(times)} frames "
+                                 f"(max {worst:.1f} ms > {self.budget_ms:g} ms)")
+        elif p.voxels_overflow:
+            level, text = WARN, (f"{p.voxels_overflow} pillars dropped beyond max_voxels in the last period: "
+                                 f"objects may be missed")
+        elif times:
+            level, text = OK, f"{len(times)} frames, max {worst:.1f} ms <= budget {self.budget_ms:g} ms"
+        else:
+            level, text = OK, "no frame processed in the last period"
+        return self._status("inference", level, text, values)
+
+    def _input_status(self, p: _Period) -> DiagnosticStatus:
+        values: list[tuple[str, Any]] = [
+            ("received", self.received),
+            ("dropped_inputs", self.dropped),
+            ("dropped_inputs_in_period", p.dropped),
+            ("input_gaps", self.gaps if self.sequence_gaps_known else "n/a"),
+            ("transport_lost", self.lost),
+            ("malformed_total", sum(self.malformed.values())),
+            *((f"malformed.{k}", v) for k, v in self.malformed.items()),
+            *((f"accepted.{k}", v) for k, v in self.accepted.items()),
+            ("non_finite_points_dropped", self.non_finite_points),
+            ("internal_error", self.internal_errors),
+        ]
+        problems = []
+        if p.internal_errors:
+            problems.append(f"{p.internal_errors} frames failed inside the node (see the log)")
+        if p.malformed:
+            problems.append(f"{p.malformed} malformed clouds dropped")
+        if p.dropped:
+            problems.append(f"{p.dropped} clouds dropped: input faster than processing (newest cloud wins)")
+        if p.gaps:
+            problems.append(f"{p.gaps} clouds dropped by the middleware before the node took them")
+        if p.lost:
+            problems.append(f"{p.lost} clouds lost by the middleware")
+        level = ERROR if p.internal_errors else WARN if problems else OK
+        text = "; ".join(problems) if problems else f"{p.received} clouds received in the last period"
+        return self._status("input", level, text, values)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def values_of(status: Any) -> dict[str, str]:
+    """KeyValues of a DiagnosticStatus (message or its dict form) as a plain dict."""
+    vals = status["values"] if isinstance(status, dict) else status.values
+    return {(kv["key"] if isinstance(kv, dict) else kv.key): (kv["value"] if isinstance(kv, dict) else kv.value)
+            for kv in vals}

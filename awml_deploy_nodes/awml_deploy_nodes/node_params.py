@@ -1,0 +1,188 @@
+"""Parameters of ``centerpoint_node``: one table (name, default, description), one validation function.
+
+Pure Python (no rclpy import), so tests and the launch-file checks can read the table without a ROS
+context. The node declares every entry with a ``ParameterDescriptor`` built from it (read-only: the node
+is configured at start-up and never reconfigured) and passes the values to :func:`validate`, which
+raises :class:`ParamError` with ONE line naming the parameter, the value and what is allowed.
+
+Types are checked here rather than by rclpy (the descriptors are declared with ``dynamic_typing``), so
+that ``processing_time_budget_ms:=100`` (an integer) is accepted for a double parameter and a wrong type
+gives the same one-line message on Humble and newer distributions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from awml_deploy_core.config import CENTERPOINT_CLASSES
+from awml_deploy_core.errors import ConfigError
+
+BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
+# export.tensorrt.precision policies (awml_deploy_core.config.TensorRTConfig); the engines of a bundle are
+# built with one of them and the node checks that they are the ones asked for.
+TRT_PRECISIONS = ("auto", "fp16", "fp32_tf32", "strongly_typed", "int8")
+DEFAULT_CLASS_NAMES = tuple(CENTERPOINT_CLASSES)  # the classes of the default (shipped) model
+DEFAULT_MAX_POINTS = 2_000_000  # == conversions.DEFAULT_MAX_POINTS (not imported: that module imports ROS messages)
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+class ParamError(ConfigError):
+    """A node parameter is wrong; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    constraints: str = ""
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("bundle_dir", "",
+              "Export bundle folder (manifest.json from `awml-deploy export`): model config, ONNX graphs, TensorRT "
+              "engines and the checkpoint it was exported from. Artifacts are sha256-checked before use.",
+              "empty, or a folder holding manifest.json; exclusive with 'config'"),
+    ParamSpec("config", "",
+              "Deploy config YAML (the `awml-deploy export` config) used when bundle_dir is empty: model geometry, "
+              "post-processing, checkpoint, onnxruntime settings.",
+              "empty, or a YAML file; exclusive with 'bundle_dir'"),
+    ParamSpec("checkpoint", "",
+              "Checkpoint path or package:// URI. Overrides the one of 'config'/'bundle_dir'; alone, the model config "
+              "stored in the checkpoint is used. All of bundle_dir, config and checkpoint empty: the shipped "
+              "package://awml_deploy_core/checkpoints/centerpoint_small.pth."),
+    ParamSpec("onnx_cache_dir", "",
+              "Where ONNX graphs exported on the fly go (backend onnxruntime without bundle_dir). Reused while the "
+              "checkpoint and model config are unchanged. Empty: $XDG_CACHE_HOME (or ~/.cache)/awml_deploy/onnx/."),
+    ParamSpec("backend", "onnxruntime", "Inference backend running the two CenterPoint graphs.",
+              "one of " + ", ".join(BACKENDS)),
+    ParamSpec("device", "", "Torch device of pre/post-processing (and of the graphs for pytorch/tensorrt). "
+              "Empty: the config's device (cpu by default; cuda for tensorrt).", "empty, cpu, cuda or cuda:N"),
+    ParamSpec("precision", "fp16",
+              "TensorRT precision policy the bundle's engines must have been built with (checked against the "
+              "manifest). Ignored by pytorch and onnxruntime, which run fp32.", "one of " + ", ".join(TRT_PRECISIONS)),
+    ParamSpec("score_threshold", -1.0,
+              "Detections scoring below this are dropped (replaces the model's score_threshold and per-class "
+              "thresholds). Negative: keep the model config's thresholds.", "< 0 or in [0, 1]"),
+    ParamSpec("class_names", list(DEFAULT_CLASS_NAMES),
+              "Names of the model's classes, in output order; they map to Autoware labels (case-insensitive: car, "
+              "truck, bus, trailer, motorcycle/motorbike, bicycle, pedestrian; others -> UNKNOWN).",
+              "as many non-empty names as the model has classes"),
+    ParamSpec("frame_id", "",
+              "Output frame_id. Empty: the input cloud's frame_id. Only relabels the header; no TF transform is "
+              "applied."),
+    ParamSpec("processing_time_budget_ms", 100.0,
+              "Per-frame processing budget (cloud taken -> detections published); /diagnostics warns above it.",
+              "> 0"),
+    ParamSpec("max_points", DEFAULT_MAX_POINTS,
+              "Clouds with more points (width x height) are dropped as malformed (too_many_points).", ">= 1"),
+    ParamSpec("publish_autoware_objects", False,
+              "Also publish autoware_perception_msgs/DetectedObjects on ~/output/autoware_objects (needs "
+              "autoware_perception_msgs importable; start-up fails otherwise)."),
+    ParamSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", "> 0"),
+)
+PARAM_NAMES = tuple(p.name for p in PARAMS)
+DEFAULTS = {p.name: p.default for p in PARAMS}
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    bundle_dir: str
+    config: str
+    checkpoint: str
+    onnx_cache_dir: str
+    backend: str
+    device: str
+    precision: str
+    score_threshold: float | None  # None: the model config's thresholds
+    class_names: tuple[str, ...]
+    frame_id: str
+    processing_time_budget_ms: float
+    max_points: int
+    publish_autoware_objects: bool
+    diagnostics_period_s: float
+
+
+def _fail(name: str, what: str, value: Any) -> ParamError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ParamError(f"parameter '{name}': {what} (got {shown})")
+
+
+def _string(values: dict[str, Any], name: str) -> str:
+    v = values[name]
+    if not isinstance(v, str):
+        raise _fail(name, "must be a string", v)
+    return v.strip()
+
+
+def _number(values: dict[str, Any], name: str) -> float:
+    v = values[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _fail(name, "must be a number", v)
+    v = float(v)
+    if not math.isfinite(v):
+        raise _fail(name, "must be finite", v)
+    return v
+
+
+def validate(values: dict[str, Any]) -> NodeParams:
+    """Check every parameter (missing names take their defaults); raise ParamError with one line."""
+    unknown = sorted(set(values) - set(PARAM_NAMES))
+    if unknown:
+        raise ParamError(f"unknown parameter(s) {unknown}; known: {', '.join(PARAM_NAMES)}")
+    values = {**DEFAULTS, **values}
+
+    bundle_dir, config = _string(values, "bundle_dir"), _string(values, "config")
+    if bundle_dir and config:
+        raise ParamError("parameters 'bundle_dir' and 'config' are exclusive: a bundle carries its own config "
+                         f"(got bundle_dir={bundle_dir!r}, config={config!r})")
+    backend = _string(values, "backend")
+    if backend not in BACKENDS:
+        raise _fail("backend", f"must be one of {', '.join(BACKENDS)}", backend)
+    device = _string(values, "device")
+    if device and not _DEVICE.match(device):
+        raise _fail("device", "must be empty, cpu, cuda or cuda:N", device)
+    if backend == "tensorrt" and device == "cpu":
+        raise _fail("device", "the tensorrt backend runs on CUDA; use cuda, cuda:N or leave it empty", device)
+    precision = _string(values, "precision")
+    if precision not in TRT_PRECISIONS:
+        raise _fail("precision", f"must be one of {', '.join(TRT_PRECISIONS)}", precision)
+
+    score = _number(values, "score_threshold")
+    if score > 1.0:
+        raise _fail("score_threshold", "must be negative (model default) or in [0, 1]", score)
+
+    names = values["class_names"]
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise _fail("class_names", "must be a list of strings", names)
+    names = tuple(n.strip() for n in names)
+    if not names or any(not n for n in names):
+        raise _fail("class_names", "must be a non-empty list of non-empty names", list(names))
+    if len(set(names)) != len(names):
+        raise _fail("class_names", "has duplicates", list(names))
+
+    budget = _number(values, "processing_time_budget_ms")
+    if budget <= 0:
+        raise _fail("processing_time_budget_ms", "must be > 0", budget)
+    max_points = values["max_points"]
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+        raise _fail("max_points", "must be an integer >= 1", max_points)
+    aw = values["publish_autoware_objects"]
+    if not isinstance(aw, bool):
+        raise _fail("publish_autoware_objects", "must be true or false", aw)
+    period = _number(values, "diagnostics_period_s")
+    if period <= 0:
+        raise _fail("diagnostics_period_s", "must be > 0", period)
+
+    return NodeParams(
+        bundle_dir=bundle_dir, config=config, checkpoint=_string(values, "checkpoint"),
+        onnx_cache_dir=_string(values, "onnx_cache_dir"), backend=backend, device=device, precision=precision,
+        score_threshold=None if score < 0 else score, class_names=names, frame_id=_string(values, "frame_id"),
+        processing_time_budget_ms=budget, max_points=int(max_points), publish_autoware_objects=aw,
+        diagnostics_period_s=period,
+    )
