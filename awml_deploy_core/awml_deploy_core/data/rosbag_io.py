@@ -1,0 +1,472 @@
+"""rosbag2 read/write without ROS: point clouds and detections as numpy, through the pure-Python ``rosbags``.
+
+Storage: mcap (the default) and sqlite3, rosbag2 metadata version 8 (the oldest ``rosbags`` writes). The
+standard message types come from ``rosbags``' Humble typestore; ours (``awml_deploy_msgs``) are registered
+from the ``.msg`` text in :mod:`.msg_definitions`, so nothing here needs the msgs package or a ROS install.
+
+Point clouds written here (``sensor_msgs/msg/PointCloud2``, little-endian, dense, height 1):
+
+=========  ======  =======
+field      offset  type
+=========  ======  =======
+x, y, z    0/4/8   float32
+intensity  12      float32
+ring       16      uint16  (2 bytes padding follow)
+time       20      float32 (seconds after header.stamp at which the point was measured)
+=========  ======  =======
+
+``point_step`` 24. Reading accepts any layout with float x, y, z (and any numeric intensity), big- or
+little-endian, organized or not; the bytes are viewed with a structured dtype (no per-point Python).
+The pipeline input is ``(N, 5)`` x, y, z, intensity, time_lag with time_lag 0 (a single sweep), exactly as
+the ROS node builds it (``awml_deploy_nodes.conversions``): the per-point ``time`` field is not a time lag.
+
+Every failure is a :class:`~awml_deploy_core.errors.DatasetError` whose one-line message names the bag,
+and the topic when one is involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError
+from ..structures import Boxes3D
+from .msg_definitions import DETECTED_OBJECTS, MSG_DEFINITIONS, autoware_label
+
+log = logging.getLogger(__name__)
+
+POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+DEFAULT_LIDAR_TOPIC = "/sensing/lidar/concatenated/pointcloud"
+DEFAULT_GT_TOPIC = "/awml/ground_truth/objects"
+DEFAULT_FRAME_ID = "base_link"
+STORAGES = ("mcap", "sqlite3")
+BAG_VERSION = 8
+INFO_DIR = "awml_info"  # make-bag writes the AWML info dataset into <bag>/awml_info/infos.pkl
+# A realistic epoch for synthetic drives: 2023-11-14 22:13:20 UTC.
+SYNTHETIC_START_S = 1_700_000_000.0
+# Recorded (log) time = header stamp + this, like a cloud that took 40 ms to be concatenated and recorded.
+SYNTHETIC_RECORD_DELAY_NS = 40_000_000
+
+# PointField datatype codes (fixed by sensor_msgs/PointField) -> numpy type without byte order.
+_DATATYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+_FLOAT32, _UINT16 = 7, 4
+# Our layout: (name, offset, datatype).
+CLOUD_FIELDS = (("x", 0, _FLOAT32), ("y", 4, _FLOAT32), ("z", 8, _FLOAT32), ("intensity", 12, _FLOAT32),
+                ("ring", 16, _UINT16), ("time", 20, _FLOAT32))
+CLOUD_POINT_STEP = 24
+CLOUD_DTYPE = np.dtype({"names": [f[0] for f in CLOUD_FIELDS],
+                        "formats": ["<" + _DATATYPES[f[2]] for f in CLOUD_FIELDS],
+                        "offsets": [f[1] for f in CLOUD_FIELDS], "itemsize": CLOUD_POINT_STEP})
+
+
+# --------------------------------------------------------------------------------------------- types
+@lru_cache(maxsize=1)
+def typestore() -> Any:
+    """The ``rosbags`` typestore: ROS 2 Humble's standard types plus ``awml_deploy_msgs`` (from the .msg text)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    types: dict[str, Any] = {}
+    for name, text in MSG_DEFINITIONS.items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` (object or dict) -> integer nanoseconds."""
+    sec, nsec = (stamp["sec"], stamp["nanosec"]) if isinstance(stamp, Mapping) else (stamp.sec, stamp.nanosec)
+    return int(sec) * 1_000_000_000 + int(nsec)
+
+
+def seconds_to_ns(t: float) -> int:
+    """Float seconds (as info files store them) -> ns, rounded to the microsecond (float64 carries no more at
+    epoch times)."""
+    return int(round(float(t) * 1e6)) * 1000
+
+
+def _header(stamp_ns: int, frame_id: str) -> Any:
+    t = typestore().types
+    return t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000),
+                                               nanosec=int(stamp_ns % 1_000_000_000)),
+        frame_id=frame_id)
+
+
+# --------------------------------------------------------------------------------------------- clouds
+def cloud_message(points: np.ndarray, stamp_ns: int, ring: np.ndarray | None = None, time: np.ndarray | None = None,
+                  frame_id: str = DEFAULT_FRAME_ID) -> Any:
+    """(N, >=4) x, y, z, intensity (+ ring, time) -> a ``rosbags`` PointCloud2 in the layout of the module doc."""
+    points = np.asarray(points)
+    n = len(points)
+    arr = np.zeros(n, CLOUD_DTYPE)
+    for i, name in enumerate(("x", "y", "z", "intensity")):
+        arr[name] = points[:, i]
+    if ring is not None:
+        arr["ring"] = ring
+    if time is not None:
+        arr["time"] = time
+    t = typestore().types
+    fields = [t["sensor_msgs/msg/PointField"](name=name, offset=off, datatype=dt, count=1)
+              for name, off, dt in CLOUD_FIELDS]
+    return t[POINTCLOUD2](header=_header(stamp_ns, frame_id), height=1, width=n, fields=fields, is_bigendian=False,
+                          point_step=CLOUD_POINT_STEP, row_step=CLOUD_POINT_STEP * n,
+                          data=np.frombuffer(arr.tobytes(), np.uint8), is_dense=True)
+
+
+def cloud_fields(msg: Any) -> np.ndarray:
+    """A structured view (no copy for dense clouds) of a PointCloud2's points, one field per PointField.
+
+    Raises ValueError on a layout that can't be trusted (fields past point_step, data shorter than the
+    header says)."""
+    width, height, step = int(msg.width), int(msg.height), int(msg.point_step)
+    n = width * height
+    order = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        code = _DATATYPES.get(int(f.datatype))
+        if code is None:
+            raise ValueError(f"field {f.name!r} has unknown datatype {f.datatype}")
+        count = max(int(f.count), 1)
+        if int(f.offset) + np.dtype(code).itemsize * count > step:
+            raise ValueError(f"field {f.name!r} ends past point_step {step}")
+        if f.name in names:
+            raise ValueError(f"field {f.name!r} appears twice")
+        names.append(f.name)
+        formats.append((order + code, (count,)) if count > 1 else order + code)
+        offsets.append(int(f.offset))
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": max(step, 1)})
+    data = msg.data
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(memoryview(data), np.uint8)
+    if n == 0:
+        return np.zeros(0, dtype)
+    row_step = int(msg.row_step)
+    if row_step < width * step or len(buf) < row_step * (height - 1) + width * step:
+        raise ValueError(f"data holds {len(buf)} bytes, less than {height} rows x row_step {row_step} "
+                         f"(width {width} x point_step {step})")
+    if row_step == width * step:
+        return np.frombuffer(buf, dtype, count=n)
+    rows = [np.frombuffer(buf[r * row_step: r * row_step + width * step], dtype, count=width) for r in range(height)]
+    return np.concatenate(rows)
+
+
+def cloud_to_points(msg: Any) -> np.ndarray:
+    """PointCloud2 -> the pipeline input, (N, 5) float32 x, y, z, intensity, time_lag (0: a single sweep).
+
+    Intensity of any numeric type is converted without scaling; a cloud without intensity gets 0.
+    """
+    view = cloud_fields(msg)
+    names = view.dtype.names or ()
+    missing = [c for c in ("x", "y", "z") if c not in names]
+    if missing:
+        raise ValueError(f"cloud has no field {missing[0]!r} (fields: {list(names)})")
+    out = np.zeros((len(view), 5), np.float32)
+    for i, name in enumerate(("x", "y", "z", "intensity")):
+        if name in names:
+            out[:, i] = view[name]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- detections
+def detected_objects_message(boxes: Boxes3D, class_names: Sequence[str], stamp_ns: int,
+                             frame_id: str = DEFAULT_FRAME_ID, with_velocity: bool = True) -> Any:
+    """Boxes3D -> a ``rosbags`` awml_deploy_msgs/DetectedObjects (same conventions as the ROS node's output)."""
+    t = typestore().types
+    Obj, Pose, Point, Quat, Vec = (t["awml_deploy_msgs/msg/DetectedObject"], t["geometry_msgs/msg/Pose"],
+                                   t["geometry_msgs/msg/Point"], t["geometry_msgs/msg/Quaternion"],
+                                   t["geometry_msgs/msg/Vector3"])
+    labels = [autoware_label(class_names[i]) if 0 <= i < len(class_names) else 0 for i in boxes.labels.tolist()]
+    objects = []
+    for (x, y, z, l, w, h, yaw), score, label, (vx, vy) in zip(boxes.boxes.astype(np.float64).tolist(),
+                                                              boxes.scores.tolist(), labels,
+                                                              boxes.velocities.astype(np.float64).tolist()):
+        objects.append(Obj(label=label, score=score,
+                           pose=Pose(position=Point(x=x, y=y, z=z),
+                                     orientation=Quat(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))),
+                           dimensions=Vec(x=l, y=w, z=h),
+                           velocity=Vec(x=vx if with_velocity else 0.0, y=vy if with_velocity else 0.0, z=0.0),
+                           has_velocity=bool(with_velocity)))
+    return t[DETECTED_OBJECTS](header=_header(stamp_ns, frame_id), objects=objects)
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
+
+
+def detected_objects_to_boxes(msg: Any, class_names: Sequence[str]) -> Boxes3D:
+    """awml_deploy_msgs/DetectedObjects -> Boxes3D, for a ``rosbags``-deserialized message, an rclpy message or a
+    plain dict of one (``awml_deploy_nodes.msg_dict.message_to_dict``).
+
+    Labels go back by name: an Autoware label becomes the first index of ``class_names`` with that label;
+    objects whose label no class maps to (e.g. UNKNOWN) are dropped. Yaw is the heading of the quaternion
+    (``atan2(2(wz + xy), 1 - 2(y^2 + z^2))``, = ``2 atan2(z, w)`` for a pure rotation about z); velocity is
+    (0, 0) where ``has_velocity`` is false.
+    """
+    reverse: dict[int, int] = {}
+    for i, name in enumerate(class_names):
+        reverse.setdefault(autoware_label(name), i)
+    rows, labels, scores = [], [], []
+    for o in _get(msg, "objects"):
+        idx = reverse.get(int(_get(o, "label")))
+        if idx is None:
+            continue
+        pose = _get(o, "pose")
+        p, q, d, v = _get(pose, "position"), _get(pose, "orientation"), _get(o, "dimensions"), _get(o, "velocity")
+        hv = bool(_get(o, "has_velocity"))
+        rows.append((_get(p, "x"), _get(p, "y"), _get(p, "z"), _get(d, "x"), _get(d, "y"), _get(d, "z"),
+                     _get(q, "x"), _get(q, "y"), _get(q, "z"), _get(q, "w"),
+                     _get(v, "x") if hv else 0.0, _get(v, "y") if hv else 0.0))
+        labels.append(idx)
+        scores.append(_get(o, "score"))
+    if not rows:
+        return Boxes3D()
+    a = np.asarray(rows, np.float64)
+    qx, qy, qz, qw = a[:, 6], a[:, 7], a[:, 8], a[:, 9]
+    yaw = np.arctan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
+    boxes = np.concatenate([a[:, :6], yaw[:, None]], axis=1)
+    return Boxes3D(boxes, np.asarray(scores, np.float32), np.asarray(labels, np.int64), a[:, 10:12])
+
+
+# --------------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class TopicSummary:
+    msgtype: str | None
+    count: int
+
+
+_REPAIR_HINT = ("an interrupted recording can often be repaired: `mcap recover IN.mcap -o OUT.mcap` for mcap, "
+                "`sqlite3 IN.db3 .recover | sqlite3 OUT.db3` for sqlite3")
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+class BagReader:
+    """One rosbag2 (a folder with metadata.yaml, or a single .mcap / .db3 file), opened for reading.
+
+    A folder without metadata.yaml (a recorder that crashed before writing it) is opened through its only
+    storage file. Use as a context manager.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DatasetError(f"bag {self.path}: not found")
+        target = self.path
+        if self.path.is_dir() and not (self.path / "metadata.yaml").exists():
+            files = sorted([*self.path.glob("*.mcap"), *self.path.glob("*.db3")])
+            if len(files) != 1:
+                raise DatasetError(f"bag {self.path}: no metadata.yaml and {len(files)} storage files (.mcap/.db3) "
+                                   "in the folder; is this a rosbag2 folder?")
+            log.warning("bag %s has no metadata.yaml (recording interrupted?); reading %s directly", self.path,
+                        files[0].name)
+            target = files[0]
+        try:
+            self._reader = Reader(target)
+            self._reader.open()
+        except Exception as e:  # rosbags ReaderError, sqlite/apsw errors, OSError, bad YAML ...
+            raise DatasetError(f"bag {self.path}: cannot open ({_reason(e)}); the bag is truncated or corrupt "
+                               f"({_REPAIR_HINT}) or not a rosbag2") from None
+        self.topics: dict[str, TopicSummary] = {
+            name: TopicSummary(info.msgtype, int(info.msgcount)) for name, info in self._reader.topics.items()}
+
+    # --------------------------------------------------------------------------- topics
+    def describe_topics(self) -> str:
+        if not self.topics:
+            return "the bag has no topics"
+        return "topics in the bag: " + ", ".join(f"{t} ({s.msgtype}, {s.count} msgs)"
+                                                 for t, s in sorted(self.topics.items()))
+
+    def require(self, topic: str, msgtypes: Sequence[str], role: str) -> str:
+        """The topic's message type, after checking that it exists and has one of ``msgtypes``."""
+        info = self.topics.get(topic)
+        if info is None:
+            raise DatasetError(f"bag {self.path}: no {role} topic {topic!r}; {self.describe_topics()}")
+        if info.msgtype not in msgtypes:
+            raise DatasetError(f"bag {self.path}: {role} topic {topic!r} carries {info.msgtype}, expected "
+                               f"{' or '.join(msgtypes)}")
+        if info.count == 0:
+            raise DatasetError(f"bag {self.path}: {role} topic {topic!r} has no messages")
+        return info.msgtype  # type: ignore[return-value]
+
+    # --------------------------------------------------------------------------- messages
+    def messages(self, topic: str) -> Iterator[tuple[int, Any]]:
+        """(log time ns, raw CDR bytes) of one topic in recording order; a read fault is a DatasetError naming
+        the bag, the topic and how many messages came before it."""
+        conns = [c for c in self._reader.connections if c.topic == topic]
+        n = 0
+        it = self._reader.messages(connections=conns)
+        while True:
+            try:
+                _, log_ns, raw = next(it)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise DatasetError(f"bag {self.path}: reading topic {topic!r} failed after {n} messages "
+                                   f"({_reason(e)}); the bag is truncated or corrupt ({_REPAIR_HINT})") from None
+            n += 1
+            yield int(log_ns), raw
+
+    def deserialize(self, raw: Any, msgtype: str, topic: str, index: int) -> Any:
+        try:
+            return typestore().deserialize_cdr(raw, msgtype)
+        except Exception as e:
+            raise DatasetError(f"bag {self.path}: message {index} on topic {topic!r} is not a valid {msgtype} "
+                               f"({_reason(e)})") from None
+
+    def close(self) -> None:
+        if getattr(self, "_reader", None) is not None and self._reader.is_open:
+            self._reader.close()
+
+    def __enter__(self) -> "BagReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_clouds(reader: BagReader, topic: str) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(header stamp ns, log time ns, (N, 5) points) for every cloud on ``topic``."""
+    msgtype = reader.require(topic, (POINTCLOUD2,), "lidar")
+    for i, (log_ns, raw) in enumerate(reader.messages(topic)):
+        msg = reader.deserialize(raw, msgtype, topic, i)
+        try:
+            points = cloud_to_points(msg)
+        except ValueError as e:
+            raise DatasetError(f"bag {reader.path}: cloud {i} on topic {topic!r} is malformed ({e})") from None
+        yield stamp_to_ns(msg.header.stamp), log_ns, points
+
+
+def read_detected_objects(reader: BagReader, topic: str, class_names: Sequence[str]) -> list[tuple[int, Boxes3D]]:
+    """(header stamp ns, Boxes3D) for every DetectedObjects message on ``topic``."""
+    msgtype = reader.require(topic, (DETECTED_OBJECTS,), "ground-truth")
+    out = []
+    for i, (_, raw) in enumerate(reader.messages(topic)):
+        msg = reader.deserialize(raw, msgtype, topic, i)
+        out.append((stamp_to_ns(msg.header.stamp), detected_objects_to_boxes(msg, class_names)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- writing
+class BagWriter:
+    """A new rosbag2 folder; messages are ``rosbags`` message objects, serialized here. Context manager."""
+
+    def __init__(self, path: str | Path, storage: str = "mcap", version: int = BAG_VERSION) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise ConfigError(f"storage {storage!r} not supported; choose one of {', '.join(STORAGES)}")
+        self.path = Path(path)
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=version, storage_plugin=plugin)
+        self._conns: dict[str, tuple[Any, str]] = {}
+
+    def __enter__(self) -> "BagWriter":
+        self._writer.open()
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self._writer.close()
+
+    def add_topic(self, topic: str, msgtype: str) -> None:
+        self._conns[topic] = (self._writer.add_connection(topic, msgtype, typestore=typestore()), msgtype)
+
+    def write(self, topic: str, log_time_ns: int, msg: Any) -> None:
+        conn, msgtype = self._conns[topic]
+        self._writer.write(conn, int(log_time_ns), typestore().serialize_cdr(msg, msgtype))
+
+    def write_raw(self, topic: str, log_time_ns: int, data: bytes) -> None:
+        """Already serialized bytes (e.g. copied from another bag)."""
+        self._writer.write(self._conns[topic][0], int(log_time_ns), data)
+
+
+@dataclass
+class SyntheticBag:
+    path: Path
+    info_path: Path
+    frames: int
+    storage: str
+    lidar_topic: str
+    gt_topic: str
+    start_ns: int
+    end_ns: int
+
+
+def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str = "mcap",
+                        lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str = DEFAULT_GT_TOPIC,
+                        progress: bool = True, frame_id: str = DEFAULT_FRAME_ID) -> SyntheticBag:
+    """A synthetic drive (:func:`~awml_deploy_core.data.synthetic.generate_sequence`) as a real rosbag2.
+
+    Clouds at 10 Hz on ``lidar_topic`` (header.stamp = frame timestamp, from ``SYNTHETIC_START_S``), ground
+    truth as awml_deploy_msgs/DetectedObjects on ``gt_topic`` (same stamps; only the boxes with at least one
+    lidar point, i.e. what evaluation scores), and the same frames as an AWML info dataset in
+    ``<out>/awml_info/infos.pkl`` (all boxes, with ``num_lidar_pts``). Written into a temporary folder next
+    to ``out`` and renamed into place, so ``out`` appears complete or not at all.
+    """
+    from .info_dataset import write_info_dataset
+    from .synthetic import generate_sequence
+
+    out = Path(out)
+    if out.exists():
+        raise ConfigError(f"{out} exists already; remove it or choose another output path")
+    if not seconds > 0:
+        raise ConfigError(f"--seconds must be > 0, got {seconds}")
+    if storage not in STORAGES:
+        raise ConfigError(f"storage {storage!r} not supported; choose one of {', '.join(STORAGES)}")
+    from .lidar import LidarSpec
+
+    period = LidarSpec().sweep_period
+    num_frames = max(1, int(round(seconds / period)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    bag_dir = tmp / out.name  # rosbags names the storage file after the folder (<out>/<out>.mcap)
+    stamps: list[int] = []
+
+    def frames_written() -> Iterator[Any]:
+        it = generate_sequence(seed, num_frames, start_time=SYNTHETIC_START_S)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=num_frames, desc=f"make-bag {out.name}", unit="frame")
+        with BagWriter(bag_dir, storage) as bag:
+            bag.add_topic(lidar_topic, POINTCLOUD2)
+            bag.add_topic(gt_topic, DETECTED_OBJECTS)
+            for frame in it:
+                stamp = seconds_to_ns(frame.timestamp)
+                stamps.append(stamp)
+                bag.write(lidar_topic, stamp + SYNTHETIC_RECORD_DELAY_NS,
+                          cloud_message(frame.points, stamp, frame.ring, frame.time, frame_id))
+                scored = frame.gt.select(frame.num_lidar_points > 0)
+                bag.write(gt_topic, stamp + SYNTHETIC_RECORD_DELAY_NS,
+                          detected_objects_message(scored, frame.class_names, stamp, frame_id))
+                yield frame
+
+    try:
+        info = write_info_dataset(frames_written(), bag_dir / INFO_DIR, total=num_frames)
+        os.replace(bag_dir, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return SyntheticBag(out, out / INFO_DIR / info.name, len(stamps), storage, lidar_topic, gt_topic,
+                        stamps[0], stamps[-1])
+
+
+__all__ = [
+    "BagReader", "BagWriter", "CLOUD_DTYPE", "DEFAULT_GT_TOPIC", "DEFAULT_LIDAR_TOPIC", "POINTCLOUD2",
+    "STORAGES", "SyntheticBag", "cloud_fields", "cloud_message", "cloud_to_points", "detected_objects_message",
+    "detected_objects_to_boxes", "read_clouds", "read_detected_objects", "seconds_to_ns", "stamp_to_ns",
+    "typestore", "write_synthetic_bag",
+]

@@ -1,0 +1,145 @@
+"""Pass/fail criteria of a replay run, from YAML: what a CI job or a release checklist gates on.
+
+Example (every key optional)::
+
+    ap_threshold_m: 2.0          # the matching threshold the AP minimums refer to (one of evaluate.distance_thresholds)
+    min_ap:                      # per-class AP minimums
+      car: 0.60
+      pedestrian: 0.40
+    min_map: 0.50                # mAP at ap_threshold_m
+    frames:                      # per-frame criterion (2 m matching) and the share of frames that must meet it
+      min_recall: 0.5
+      min_precision: 0.5
+      min_pass_rate_percent: 90
+    latency:
+      stage: total               # preprocess | encoder | scatter | head | postprocess | total
+      max_p99_ms: 150
+      max_p50_ms: 100
+    max_skipped_percent: 10      # frames without ground truth within the tolerance
+    max_dropped_percent: 1       # real-time replay: inputs without an output
+    min_scored_frames: 1
+
+A frame passes when its recall and precision meet the minimums (an undefined value - no ground truth, or no
+detection - passes its check); dropped frames fail; the pass rate is over scored + dropped frames. A class
+with AP minimum but no ground truth in the bag fails its gate (nothing proves it). Unknown keys and class
+names are configuration errors (exit 2), reported before any frame is processed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from ..config import StrictModel, load_yaml, validate
+from ..errors import ConfigError
+from ..metrics.detection3d import threshold_key
+from .scoring import DROPPED, SCORED, SKIPPED, frame_passes
+
+
+class FrameCriteria(StrictModel):
+    min_recall: float = Field(0.0, ge=0.0, le=1.0)
+    min_precision: float = Field(0.0, ge=0.0, le=1.0)
+    min_pass_rate_percent: float = Field(ge=0.0, le=100.0)
+
+
+class LatencyCriteria(StrictModel):
+    stage: str = "total"
+    max_p99_ms: float | None = Field(None, gt=0.0)
+    max_p50_ms: float | None = Field(None, gt=0.0)
+
+
+class ReplayCriteria(StrictModel):
+    ap_threshold_m: float = Field(2.0, gt=0.0)
+    min_ap: dict[str, float] = Field(default_factory=dict)
+    min_map: float | None = Field(None, ge=0.0, le=1.0)
+    frames: FrameCriteria | None = None
+    latency: LatencyCriteria | None = None
+    max_skipped_percent: float | None = Field(None, ge=0.0, le=100.0)
+    max_dropped_percent: float | None = Field(None, ge=0.0, le=100.0)
+    min_scored_frames: int = Field(1, ge=0)
+
+    @field_validator("min_ap")
+    @classmethod
+    def _in_unit_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not 0.0 <= x <= 1.0}
+        if bad:
+            raise ValueError(f"AP minimums must be in [0, 1], got {bad}")
+        return v
+
+
+def load_criteria(path: str | Path) -> ReplayCriteria:
+    return validate(ReplayCriteria, load_yaml(path), source=str(path))
+
+
+def check_criteria(c: ReplayCriteria, class_names: Sequence[str], thresholds: Sequence[float],
+                   source: str = "criteria") -> None:
+    """Configuration errors that depend on the model: unknown classes, a threshold that is not evaluated."""
+    unknown = sorted(set(c.min_ap) - set(class_names))
+    if unknown:
+        raise ConfigError(f"{source}: min_ap: unknown classes {unknown}; the model's classes are {list(class_names)}")
+    if (c.min_ap or c.min_map is not None) and float(c.ap_threshold_m) not in {float(t) for t in thresholds}:
+        raise ConfigError(f"{source}: ap_threshold_m {c.ap_threshold_m:g} is not among the evaluated distance "
+                          f"thresholds {list(thresholds)} (config evaluate.distance_thresholds)")
+
+
+def _gate(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    return {"name": name, "passed": bool(passed), "detail": detail}
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def pass_rate(frames: Sequence[dict[str, Any]], fc: FrameCriteria) -> tuple[int, int]:
+    """(passing, counted) frames for a per-frame criterion: scored and dropped frames are counted."""
+    counted = [f for f in frames if f["status"] in (SCORED, DROPPED)]
+    return sum(frame_passes(f, fc.min_recall, fc.min_precision) for f in counted), len(counted)
+
+
+def apply_criteria(c: ReplayCriteria, summary: dict[str, Any],
+                   frames: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gates ({name, passed, detail}) of a run, from its summary (``summary.json``) and frame lines."""
+    gates = []
+    counts = summary["counts"]
+    total = max(counts["frames"], 1)
+    gates.append(_gate(f"scored frames >= {c.min_scored_frames}", counts[SCORED] >= c.min_scored_frames,
+                       f"{counts[SCORED]} of {counts['frames']} frames scored"))
+    metrics = summary.get("metrics") or {}
+    key = threshold_key(c.ap_threshold_m)
+    for cls, minimum in c.min_ap.items():
+        ap = (metrics.get("ap") or {}).get(cls, {}).get(key)
+        ngt = (metrics.get("num_gt") or {}).get(cls, 0)
+        detail = f"AP {_fmt(ap)}" + ("" if ngt else " (no ground truth of this class in the bag)")
+        gates.append(_gate(f"AP {cls} @{c.ap_threshold_m:g}m >= {minimum:g}", ap is not None and ap >= minimum, detail))
+    if c.min_map is not None:
+        m = (metrics.get("map_by_threshold") or {}).get(key)
+        gates.append(_gate(f"mAP @{c.ap_threshold_m:g}m >= {c.min_map:g}", m is not None and m >= c.min_map,
+                           f"mAP {_fmt(m)}"))
+    if c.frames is not None:
+        ok, n = pass_rate(frames, c.frames)
+        rate = 100.0 * ok / n if n else 0.0
+        gates.append(_gate(f"frames with recall >= {c.frames.min_recall:g} and precision >= "
+                           f"{c.frames.min_precision:g}: >= {c.frames.min_pass_rate_percent:g}%",
+                           n > 0 and rate >= c.frames.min_pass_rate_percent, f"{ok}/{n} frames pass ({rate:.1f}%)"))
+    if c.latency is not None:
+        stats = (summary.get("latency_ms") or {}).get(c.latency.stage)
+        for q, budget in (("p99", c.latency.max_p99_ms), ("p50", c.latency.max_p50_ms)):
+            if budget is None:
+                continue
+            v = stats.get(q) if stats else None
+            gates.append(_gate(f"latency {c.latency.stage} {q} <= {budget:g} ms", v is not None and v <= budget,
+                               f"{q} {v:.1f} ms" if v is not None else f"no latency recorded for stage "
+                               f"{c.latency.stage!r}"))
+    for what, limit in ((SKIPPED, c.max_skipped_percent), (DROPPED, c.max_dropped_percent)):
+        if limit is not None:
+            pct = 100.0 * counts[what] / total
+            gates.append(_gate(f"{what} frames <= {limit:g}%", pct <= limit,
+                               f"{counts[what]}/{counts['frames']} frames {what} ({pct:.1f}%)"))
+    return gates
+
+
+__all__ = ["FrameCriteria", "LatencyCriteria", "ReplayCriteria", "apply_criteria", "check_criteria", "load_criteria",
+           "pass_rate"]

@@ -1,0 +1,356 @@
+"""Offline replay evaluation: every cloud of a bag through the pipeline, scored against ground truth. No ROS.
+
+Outputs in the run folder (default ``<work_dir>/replay/<bag>_<backend>``):
+
+* ``frames.jsonl`` - one JSON line per cloud, appended and flushed as it is processed (see
+  :mod:`.scoring` for the fields), so an interrupted or failed run keeps everything done so far;
+* ``summary.json`` - counts, skipped frames, 3D metrics (per class, per distance band), latency percentiles,
+  criteria gates; written at the end, and also when the run stops early (``"complete": false`` with
+  ``"stopped": "interrupted" | "error"`` and the error line);
+* ``report.md`` + ``plots/`` - the same for people (:mod:`.report`).
+
+Exit codes (:func:`replay_evaluate` returns them, errors raise): 0 complete and every criterion met (or no
+criteria), 1 a criterion failed, 2 configuration error, 3 data/runtime error (a partial summary is written
+first), 130 interrupted (SIGINT: the current frame finishes, then the partial summary is written).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..bundle import atomic_write_json, ensure_writable_dir, sha256_file
+from ..config import DeployConfig
+from ..data.rosbag_io import DEFAULT_LIDAR_TOPIC, POINTCLOUD2, BagReader, cloud_to_points, stamp_to_ns
+from ..errors import ArtifactError, AwmlDeployError, DatasetError
+from ..pipelines.centerpoint.pipeline import CenterPointPipeline
+from .criteria import ReplayCriteria, apply_criteria, check_criteria
+from .scoring import DEFAULT_TOLERANCE_MS, SCORED, FrameRecord, FrameScorer, GroundTruth, open_ground_truth
+
+log = logging.getLogger(__name__)
+SUMMARY_SCHEMA_VERSION = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class ReplayOutcome:
+    exit_code: int
+    out_dir: Path
+    summary: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+def build_pipeline(cfg: DeployConfig, backend: str) -> tuple[CenterPointPipeline, dict[str, Any]]:
+    """The deploy pipeline for ``backend``, as ``export`` builds it: the config's checkpoint, and for
+    onnxruntime the ONNX files of the bundle in ``cfg.work_dir`` (hash-checked; run ``export`` first)."""
+    from ..bundle import Bundle
+    from ..deploy import _existing_onnx, _runners, resolve_checkpoint
+    from ..models.checkpoint import load_checkpoint
+
+    ckpt = resolve_checkpoint(cfg.checkpoint)
+    model, _ = load_checkpoint(ckpt, cfg.model)
+    onnx: dict[str, Path] = {}
+    if backend == "onnxruntime":
+        bundle = Bundle.open(Path(cfg.work_dir))
+        onnx = _existing_onnx(cfg, bundle)
+        if not cfg.export.onnx_source:
+            _check_bundle_model(bundle, cfg)
+    pipeline = CenterPointPipeline(cfg.model, _runners(backend, cfg, model, onnx), cfg.device)
+    info = {"path": str(ckpt), "sha256": sha256_file(ckpt)}
+    if onnx:
+        info["onnx"] = {k: str(p) for k, p in onnx.items()}
+    return pipeline, info
+
+
+_POSTPROCESS_KEYS = ("score_threshold", "class_score_thresholds", "max_num", "nms")  # not part of the graphs
+
+
+def _check_bundle_model(bundle: Any, cfg: DeployConfig) -> None:
+    """The bundle's graphs must have been exported for this model geometry (a changed default, e.g. points per
+    pillar, would otherwise surface as an ONNX Runtime shape error in the middle of the replay)."""
+    stored = ((bundle.manifest.get("config") or {}).get("model")) or {}
+    now = cfg.model.model_dump(mode="json")
+    diff = [k for k in now if k not in _POSTPROCESS_KEYS and k in stored and stored[k] != now[k]]
+    if diff:
+        shown = ", ".join(f"{k}: bundle {stored[k]!r}, config {now[k]!r}" for k in diff[:3])
+        raise ArtifactError(f"bundle {bundle.root}: its ONNX graphs were exported for another model ({shown}); "
+                            "re-run `awml-deploy export` with this config")
+
+
+# --------------------------------------------------------------------------------------------- plumbing
+class _StopFlag:
+    def __init__(self) -> None:
+        self.requested = False
+
+
+@contextmanager
+def _sigint_stops_after_frame() -> Iterator[_StopFlag]:
+    """First SIGINT: finish the current frame, then stop; a second one raises KeyboardInterrupt at once."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        log.warning("interrupted: finishing the current frame, then writing the partial summary "
+                    "(press Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _FrameLog:
+    """frames.jsonl: one line per frame, flushed at once; a line is written with a single write call."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._f: TextIO | None = open(path, "w", encoding="utf-8") if path is not None else None
+
+    def write(self, line: dict[str, Any]) -> None:
+        if self._f is not None:
+            self._f.write(json.dumps(line, allow_nan=False) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _replay_loop(reader: BagReader, topic: str, pipeline: CenterPointPipeline, scorer: FrameScorer,
+                 frame_log: _FrameLog, warmup: int, stop: _StopFlag, progress: bool = True,
+                 max_frames: int | None = None, after_frame: Callable[[np.ndarray], None] | None = None) -> list[float]:
+    """The per-frame work of a replay: read + decode a cloud, run the pipeline, score, log. Returns the wall time
+    of every frame (ms, from asking the bag for the message to the flushed line). ``after_frame(points)`` runs
+    after each frame, outside its timing (the benchmark times the bare pipeline there)."""
+    msgtype = reader.require(topic, (POINTCLOUD2,), "lidar")
+    total = reader.topics[topic].count if max_frames is None else min(max_frames, reader.topics[topic].count)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"replay {reader.path.name}", unit="cloud")
+    walls: list[float] = []
+    messages = reader.messages(topic)
+    try:
+        for i in range(total):
+            t0 = time.perf_counter()
+            item = next(messages, None)
+            if item is None:
+                break
+            log_ns, raw = item
+            msg = reader.deserialize(raw, msgtype, topic, i)
+            try:
+                points = cloud_to_points(msg)
+            except ValueError as e:
+                raise DatasetError(f"bag {reader.path}: cloud {i} on topic {topic!r} is malformed ({e})") from None
+            stamp = stamp_to_ns(msg.header.stamp)
+            io_ms = (time.perf_counter() - t0) * 1e3
+            if i == 0 and warmup:
+                for _ in range(warmup):  # untimed: first calls pay for lazy initialisation
+                    pipeline(points)
+                t0 = time.perf_counter() - io_ms / 1e3
+            out = pipeline(points)
+            try:
+                line = scorer.add(FrameRecord(stamp, out.detections, out.timings_ms,
+                                              {"log_time_ns": log_ns, "num_points": len(points), "io_ms": io_ms}))
+            except DatasetError as e:
+                raise DatasetError(f"bag {reader.path}: topic {topic!r}: {e}") from None
+            frame_log.write(line)
+            walls.append((time.perf_counter() - t0) * 1e3)
+            if after_frame is not None:
+                after_frame(points)
+            if bar is not None:
+                bar.update()
+            if stop.requested:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return walls
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+def default_out_dir(cfg: DeployConfig, bag: Path, backend: str) -> Path:
+    return Path(cfg.work_dir) / "replay" / f"{Path(bag).name}_{backend}"
+
+
+def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxruntime", *,
+                    lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str | None = None,
+                    gt_info: str | Path | None = None, tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+                    criteria: ReplayCriteria | None = None, criteria_source: str = "criteria",
+                    out_dir: str | Path | None = None, progress: bool = True, strict_order: bool = False,
+                    max_frames: int | None = None) -> ReplayOutcome:
+    """Replay ``bag`` through the ``backend`` pipeline and score it; see the module doc for outputs and exit codes."""
+    from ..evaluate import metric_config
+
+    bag = Path(bag)
+    class_names = cfg.model.class_names
+    if criteria is not None:
+        check_criteria(criteria, class_names, cfg.evaluate.distance_thresholds, criteria_source)
+    if not tolerance_ms >= 0:
+        from ..errors import UsageError
+
+        raise UsageError(f"--tolerance-ms must be >= 0, got {tolerance_ms}")
+    with BagReader(bag) as reader:
+        reader.require(lidar_topic, (POINTCLOUD2,), "lidar")
+        gt = open_ground_truth(reader, class_names, gt_topic, gt_info)
+        log.info("bag %s: %d clouds on %s; ground truth: %s (%s)", bag, reader.topics[lidar_topic].count,
+                 lidar_topic, gt.source, gt.span())
+        pipeline, ckpt = build_pipeline(cfg, backend)
+        out = ensure_writable_dir(Path(out_dir) if out_dir is not None else default_out_dir(cfg, bag, backend))
+        for stale in ("summary.json", "report.md"):
+            (out / stale).unlink(missing_ok=True)
+        scorer = FrameScorer(gt, class_names, tolerance_ms, metric_config(class_names, cfg.evaluate), strict_order)
+        frame_log = _FrameLog(out / "frames.jsonl")
+        stopped, error, failure = None, None, None
+        t0 = time.perf_counter()
+        try:
+            with _sigint_stops_after_frame() as stop:
+                _replay_loop(reader, lidar_topic, pipeline, scorer, frame_log, cfg.evaluate.warmup, stop, progress,
+                             max_frames)
+            if stop.requested:
+                stopped = "interrupted"
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+        except AwmlDeployError as e:
+            stopped, error, failure = "error", str(e), e
+        except Exception as e:  # a pipeline or backend crash: keep what was done, then let the CLI report it
+            stopped, error, failure = "error", f"unexpected {type(e).__name__}: {e}", e
+        finally:
+            frame_log.close()
+        wall = time.perf_counter() - t0
+
+    scores = scorer.result()
+    summary: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "kind": "replay_eval",
+        "mode": "offline",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "complete": stopped is None,
+        "stopped": stopped,
+        "error": error,
+        "bag": str(bag),
+        "lidar_topic": lidar_topic,
+        "max_frames": max_frames,
+        "backend": backend,
+        "model": cfg.model.name,
+        "checkpoint": ckpt,
+        "device": cfg.device,
+        **scores.to_dict(),
+        "wall_s": wall,
+        "throughput_fps": len(scores.frames) / wall if wall > 0 and scores.frames else None,
+        "criteria": criteria.model_dump(mode="json") if criteria is not None else None,
+        "gates": [],
+        "passed": None,
+    }
+    counts = summary["counts"]
+    if stopped is None and criteria is not None:
+        summary["gates"] = apply_criteria(criteria, summary, scores.frames)
+        summary["passed"] = all(g["passed"] for g in summary["gates"])
+    elif stopped is None:
+        summary["passed"] = counts[SCORED] > 0
+    _finish(out, summary, scores.frames)
+    if scores.out_of_order:
+        log.warning("%d clouds have a header stamp older than an earlier cloud's (first: frame %d); they were "
+                    "scored by stamp as usual and are listed in summary.json (out_of_order_frames)",
+                    len(scores.out_of_order), scores.out_of_order[0])
+    if failure is not None:
+        log.info("partial results of %d frames kept in %s", counts["frames"], out)
+        raise failure
+    if stopped == "interrupted":
+        log.warning("interrupted after %d frames; partial results in %s", counts["frames"], out)
+        return ReplayOutcome(EXIT_INTERRUPTED, out, summary)
+    if counts[SCORED] == 0:
+        raise DatasetError(_nothing_scored(bag, lidar_topic, scores.frames, gt, tolerance_ms))
+    return ReplayOutcome(0 if summary["passed"] else 1, out, summary)
+
+
+def _nothing_scored(bag: Path, topic: str, frames: list[dict[str, Any]], gt: GroundTruth, tol: float) -> str:
+    if not frames:
+        return f"bag {bag}: topic {topic!r} yielded no clouds"
+    stamps = [f["stamp_ns"] for f in frames]
+    return (f"bag {bag}: none of the {len(frames)} clouds on {topic!r} (stamps {min(stamps) / 1e9:.3f}.."
+            f"{max(stamps) / 1e9:.3f} s) has ground truth within {tol:g} ms ({gt.source}: {gt.span()}); check "
+            "--tolerance-ms, --gt-topic / --gt-info, or the clocks")
+
+
+def _finish(out: Path, summary: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+    from .report import write_run_report
+
+    atomic_write_json(out / "summary.json", summary)
+    try:
+        write_run_report(out, summary, frames)
+    except Exception as e:  # noqa: BLE001 - the numbers are safe in summary.json; a plot must not hide them
+        log.warning("report.md could not be written (%s: %s); summary.json is complete", type(e).__name__, e)
+
+
+# --------------------------------------------------------------------------------------------- throughput
+def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxruntime", *,
+                       lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str | None = None,
+                       gt_info: str | Path | None = None, max_frames: int | None = None) -> dict[str, Any]:
+    """Replay throughput against the bare pipeline on the same clouds, side by side in one run.
+
+    Bare: ``pipeline(points)`` on the clouds decoded into memory beforehand. Replay: the replay loop itself (bag
+    read, decode, pipeline, scoring, frames.jsonl into a temporary folder). They alternate frame by frame (after
+    replay frame i, the bare pipeline runs on cloud i, timed on its own), which keeps the two comparable on a
+    machine shared with other work. Result: median per-frame times,
+    ``ratio = bare median / replay median`` (replay throughput as a fraction of the bare pipeline's),
+    ``ratio_paired`` (median of the per-frame ratios), and the time to read + decode every cloud of the bag alone.
+    """
+    bag = Path(bag)
+    pipeline, _ = build_pipeline(cfg, backend)
+    bare: list[float] = []
+    clouds: list[np.ndarray] = []
+
+    def time_bare(_: np.ndarray) -> None:
+        points = clouds[len(bare)]
+        t = time.perf_counter()
+        pipeline(points)
+        bare.append((time.perf_counter() - t) * 1e3)
+
+    with BagReader(bag) as reader:
+        msgtype = reader.require(lidar_topic, (POINTCLOUD2,), "lidar")
+        gt = open_ground_truth(reader, cfg.model.class_names, gt_topic, gt_info)
+        t = time.perf_counter()
+        for i, (_, raw) in enumerate(reader.messages(lidar_topic)):
+            if max_frames is not None and i >= max_frames:
+                break
+            clouds.append(cloud_to_points(reader.deserialize(raw, msgtype, lidar_topic, i)))
+        read_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp, BagReader(bag) as reader:
+        frame_log = _FrameLog(Path(tmp) / "frames.jsonl")
+        replay = _replay_loop(reader, lidar_topic, pipeline, FrameScorer(gt, cfg.model.class_names), frame_log,
+                              max(cfg.evaluate.warmup, 1), _StopFlag(), False, len(clouds), time_bare)
+        frame_log.close()
+    med_bare, med_replay = statistics.median(bare), statistics.median(replay)
+    return {
+        "bag": str(bag), "backend": backend, "frames": len(replay),
+        "points_per_cloud": float(np.mean([len(c) for c in clouds])),
+        "bag_read_decode_s": read_s,
+        "bare_median_ms": med_bare, "replay_median_ms": med_replay,
+        "ratio": med_bare / med_replay,
+        "ratio_paired": statistics.median(b / r for b, r in zip(bare, replay)),
+        "bare_fps": 1e3 * len(bare) / sum(bare), "replay_fps": 1e3 * len(replay) / sum(replay),
+    }
+
+
+__all__ = ["ReplayOutcome", "benchmark_overhead", "build_pipeline", "default_out_dir", "replay_evaluate"]

@@ -1,0 +1,345 @@
+"""Scoring a replay: detections per input frame -> ground truth by timestamp -> per-frame counts and 3D metrics.
+
+One implementation for every way of producing the detections: the offline replay (pipeline called on each
+cloud of the bag) and the real-time replay (a node's recorded outputs) both build :class:`FrameRecord` s and
+score them with :class:`FrameScorer` / :func:`score_frames`, so the two are scored exactly alike.
+
+Rules:
+
+* A frame is matched to the ground-truth frame whose stamp is nearest to its own (header) stamp; it is
+  **scored** when ``|dt| <= tolerance_ms``. Otherwise it is **skipped**: listed with the reason, never
+  counted in any metric (neither as misses nor as false positives). A frame with the same stamp as an earlier
+  one is skipped too (``duplicate stamp``), so no ground truth is counted twice.
+* ``FrameRecord.detections is None`` means the system gave no output for that input (real-time drop):
+  status **dropped**; not part of AP (AP is computed on the outputs that exist), counted in the drop rate,
+  and a failed frame for per-frame criteria.
+* Stamps that go backwards (a frame older than one already seen) are **out of order**: they are detected,
+  flagged on the frame (``"out_of_order": true``) and counted, and still scored, because matching is by
+  stamp and does not depend on order. ``FrameScorer(strict_order=True)`` makes them an error instead.
+* Per frame: TP / FP / FN per class with the greedy rule of the metrics (:func:`match_frame`) at
+  ``MATCH_THRESHOLD_M`` (2 m BEV centre distance); ``recall = TP / (TP + FN)`` and
+  ``precision = TP / (TP + FP)`` over all classes, ``null`` when undefined (no ground truth / no detection).
+* Over the scored frames: :func:`~awml_deploy_core.metrics.detection3d.evaluate_detection3d` (AP per class
+  and threshold, mAP, TP errors, distance bands), with the deploy config's evaluation settings.
+* Latency percentiles over every frame that produced output (scored and skipped alike).
+
+Ground truth comes from a topic of awml_deploy_msgs/DetectedObjects (all boxes count) or from an AWML info
+file (boxes with at least one lidar point count, as in ``evaluate``), see :func:`open_ground_truth`.
+Recorded DetectedObjects (``rosbags`` messages, rclpy messages or their dicts) become ``Boxes3D`` with
+:func:`detected_objects_to_boxes`; :func:`records_from_bag` turns a bag of recorded outputs into FrameRecords.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.rosbag_io import (DEFAULT_GT_TOPIC, INFO_DIR, BagReader, detected_objects_to_boxes, read_detected_objects,
+                              seconds_to_ns)
+from ..errors import DatasetError
+from ..metrics.detection3d import Detection3DConfig, Detection3DResult, evaluate_detection3d, match_frame
+from ..metrics.latency import LatencyStats, summarize_stages
+from ..structures import Boxes3D
+
+log = logging.getLogger(__name__)
+
+MATCH_THRESHOLD_M = 2.0
+DEFAULT_TOLERANCE_MS = 75.0
+SCORED, SKIPPED, DROPPED = "scored", "skipped", "dropped"
+
+
+@dataclass
+class FrameRecord:
+    """One input frame and what the system under test gave for it.
+
+    ``detections``: labels index ``class_names``; None = no output for this input (a drop).
+    ``latency_ms``: per-stage milliseconds ({"total": ...} at least, when known).
+    ``extra``: JSON-safe values copied into the frame's line (e.g. ``log_time_ns``, ``num_points``).
+    """
+
+    stamp_ns: int
+    detections: Boxes3D | None
+    latency_ms: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- ground truth
+class GroundTruth:
+    """Ground-truth frames sorted by stamp, looked up by nearest stamp."""
+
+    def __init__(self, stamps_ns: Sequence[int], boxes: Sequence[Boxes3D], source: str) -> None:
+        if len(stamps_ns) != len(boxes):
+            raise ValueError("GroundTruth: one Boxes3D per stamp")
+        order = np.argsort(np.asarray(stamps_ns, np.int64), kind="stable")
+        self.stamps = np.asarray(stamps_ns, np.int64)[order]
+        self.boxes = [boxes[i] for i in order]
+        self.source = source
+        dup = np.flatnonzero(np.diff(self.stamps) == 0)
+        if len(dup):
+            raise DatasetError(f"{source}: {len(dup)} ground-truth frames share a stamp with another "
+                               f"(first {int(self.stamps[dup[0]])} ns); one ground truth per stamp is needed")
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def nearest(self, stamp_ns: int) -> tuple[int, int] | None:
+        """(index, stamp_ns - gt_stamp_ns) of the nearest ground-truth frame (earlier one on a tie)."""
+        if not len(self.stamps):
+            return None
+        j = int(np.searchsorted(self.stamps, stamp_ns))
+        cands = [k for k in (j - 1, j) if 0 <= k < len(self.stamps)]
+        k = min(cands, key=lambda c: abs(int(stamp_ns) - int(self.stamps[c])))
+        return k, int(stamp_ns) - int(self.stamps[k])
+
+    def span(self) -> str:
+        if not len(self.stamps):
+            return "no frames"
+        return f"{len(self.stamps)} frames, stamps {self.stamps[0] / 1e9:.3f}..{self.stamps[-1] / 1e9:.3f} s"
+
+    # --------------------------------------------------------------------------- sources
+    @classmethod
+    def from_info(cls, path: str | Path, class_names: Sequence[str]) -> "GroundTruth":
+        """An AWML info file: boxes with >= 1 lidar point (``bbox_3d_isvalid``), point files not needed."""
+        from ..data.info_dataset import InfoDataset
+        from ..evaluate import scored_gt
+
+        class _GtOnly(InfoDataset):
+            def load_points(self, i: int) -> np.ndarray:  # ground truth only: the point files may be absent
+                return np.zeros((0, 5), np.float32)
+
+        ds = _GtOnly(path, class_names=class_names)
+        stamps, boxes = [], []
+        for i in range(len(ds)):
+            s = ds[i]
+            stamps.append(seconds_to_ns(s.timestamp))
+            boxes.append(scored_gt(s))
+        return cls(stamps, boxes, f"info file {path}")
+
+    @classmethod
+    def from_topic(cls, reader: BagReader, topic: str, class_names: Sequence[str]) -> "GroundTruth":
+        frames = read_detected_objects(reader, topic, class_names)
+        return cls([s for s, _ in frames], [b for _, b in frames], f"bag {reader.path}: topic {topic!r}")
+
+
+def open_ground_truth(reader: BagReader, class_names: Sequence[str], gt_topic: str | None = None,
+                      gt_info: str | Path | None = None) -> GroundTruth:
+    """The ground truth of a bag: ``gt_info`` if given, else ``gt_topic`` if given, else the default topic
+    (``/awml/ground_truth/objects``) when the bag has it, else ``<bag>/awml_info/infos.pkl`` when it exists."""
+    if gt_info is not None and gt_topic is not None:
+        raise DatasetError("give ground truth either as a topic (--gt-topic) or as an info file (--gt-info), not both")
+    if gt_info is not None:
+        gt = GroundTruth.from_info(gt_info, class_names)
+    elif gt_topic is not None:
+        gt = GroundTruth.from_topic(reader, gt_topic, class_names)
+    elif DEFAULT_GT_TOPIC in reader.topics:
+        gt = GroundTruth.from_topic(reader, DEFAULT_GT_TOPIC, class_names)
+    elif reader.path.is_dir() and (reader.path / INFO_DIR / "infos.pkl").is_file():
+        gt = GroundTruth.from_info(reader.path / INFO_DIR / "infos.pkl", class_names)
+    else:
+        raise DatasetError(f"bag {reader.path}: no ground truth: no topic {DEFAULT_GT_TOPIC!r} in the bag and no "
+                           f"--gt-topic / --gt-info given ({reader.describe_topics()})")
+    if not len(gt):
+        raise DatasetError(f"{gt.source}: holds no ground-truth frames")
+    return gt
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def _ratio(num: int, den: int) -> float | None:
+    return None if den == 0 else num / den
+
+
+@dataclass
+class ReplayScores:
+    class_names: tuple[str, ...]
+    tolerance_ms: float
+    gt_source: str
+    frames: list[dict[str, Any]]
+    metrics: Detection3DResult | None
+    latency: dict[str, LatencyStats]
+    out_of_order: list[int]
+
+    def counts(self) -> dict[str, int]:
+        c = {"frames": len(self.frames), SCORED: 0, SKIPPED: 0, DROPPED: 0}
+        for f in self.frames:
+            c[f["status"]] += 1
+        c["out_of_order"] = len(self.out_of_order)
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (no NaN): counts, skipped frames, totals, 3D metrics, latency."""
+        totals = {k: {c: 0 for c in self.class_names} for k in ("tp", "fp", "fn")}
+        for f in self.frames:
+            if f["status"] == SCORED:
+                for k in totals:
+                    for c in self.class_names:
+                        totals[k][c] += f[k][c]
+        m = self.metrics
+        metrics = m.to_dict() if m is not None else None
+        at = m.map_by_threshold.get(MATCH_THRESHOLD_M) if m is not None else None
+        return {
+            "class_names": list(self.class_names),
+            "tolerance_ms": self.tolerance_ms,
+            "match_threshold_m": MATCH_THRESHOLD_M,
+            "gt_source": self.gt_source,
+            "counts": self.counts(),
+            "drop_rate": _ratio(self.counts()[DROPPED], len(self.frames)),
+            "skipped_frames": [{"index": f["index"], "stamp_ns": f["stamp_ns"], "reason": f["reason"]}
+                               for f in self.frames if f["status"] == SKIPPED],
+            "out_of_order_frames": self.out_of_order,
+            "frame_totals": totals,
+            "map_at_2m": _finite(at),
+            "ap_at_2m": {c: _finite(m.ap[c].get(MATCH_THRESHOLD_M)) for c in self.class_names} if m else None,
+            "metrics": metrics,
+            "latency_ms": {k: v.to_dict() for k, v in self.latency.items()},
+        }
+
+
+def _finite(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+
+class FrameScorer:
+    """Scores frames one at a time (:meth:`add` returns the frame's JSON line); :meth:`result` aggregates."""
+
+    def __init__(self, gt: GroundTruth, class_names: Sequence[str], tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+                 metric_cfg: Detection3DConfig | None = None, strict_order: bool = False) -> None:
+        if not tolerance_ms >= 0:
+            raise ValueError(f"tolerance_ms must be >= 0, got {tolerance_ms}")
+        self.gt = gt
+        self.class_names = tuple(class_names)
+        self.tolerance_ms = float(tolerance_ms)
+        self._tol_ns = int(round(tolerance_ms * 1e6))
+        if metric_cfg is None:
+            from ..config import EvaluateConfig
+            from ..evaluate import metric_config
+
+            metric_cfg = metric_config(self.class_names, EvaluateConfig())
+        self.metric_cfg = metric_cfg
+        self.strict_order = strict_order
+        self.frames: list[dict[str, Any]] = []
+        self._dets: list[Boxes3D] = []
+        self._gts: list[Boxes3D] = []
+        self._latency: list[dict[str, float]] = []
+        self._seen: set[int] = set()
+        self._latest: int | None = None
+        self.out_of_order: list[int] = []
+
+    def add(self, rec: FrameRecord) -> dict[str, Any]:
+        index = len(self.frames)
+        stamp = int(rec.stamp_ns)
+        line: dict[str, Any] = {"index": index, "stamp_ns": stamp, "status": SCORED}
+        if self._latest is not None and stamp < self._latest:
+            if self.strict_order:
+                raise DatasetError(f"frame {index}: stamp {stamp} ns is {(self._latest - stamp) / 1e6:.1f} ms older "
+                                   "than an earlier frame's (stamps out of order)")
+            line["out_of_order"] = True
+            self.out_of_order.append(index)
+        self._latest = stamp if self._latest is None else max(self._latest, stamp)
+        near = self.gt.nearest(stamp)
+        if near is not None:
+            line["gt_stamp_ns"] = int(self.gt.stamps[near[0]])
+            line["gt_dt_ms"] = near[1] / 1e6
+        if rec.detections is None:
+            line["status"] = DROPPED
+        elif stamp in self._seen:
+            line.update(status=SKIPPED, reason="duplicate stamp (an earlier frame has the same stamp)")
+        elif near is None or abs(near[1]) > self._tol_ns:
+            line.update(status=SKIPPED, reason=f"no ground truth within {self.tolerance_ms:g} ms"
+                        + (f" (nearest {abs(near[1]) / 1e6:.1f} ms away)" if near is not None else ""))
+        self._seen.add(stamp)
+        if rec.detections is not None:
+            line["num_detections"] = len(rec.detections)
+        if line["status"] == SCORED:
+            gt = self.gt.boxes[near[0]]  # type: ignore[index]
+            fm = match_frame(rec.detections, gt, len(self.class_names), MATCH_THRESHOLD_M)  # type: ignore[arg-type]
+            tp, fp, fn = (int(fm.tp.sum()), int(fm.fp.sum()), int(fm.fn.sum()))
+            line.update(num_gt=len(gt),
+                        tp=dict(zip(self.class_names, fm.tp.tolist())),
+                        fp=dict(zip(self.class_names, fm.fp.tolist())),
+                        fn=dict(zip(self.class_names, fm.fn.tolist())),
+                        recall=_ratio(tp, tp + fn), precision=_ratio(tp, tp + fp))
+            self._dets.append(rec.detections)  # type: ignore[arg-type]
+            self._gts.append(gt)
+        if rec.latency_ms is not None:
+            line["latency_ms"] = {k: float(v) for k, v in rec.latency_ms.items()}
+            if rec.detections is not None:
+                self._latency.append(line["latency_ms"])
+        line.update(rec.extra)
+        self.frames.append(line)
+        return line
+
+    def result(self) -> ReplayScores:
+        metrics = evaluate_detection3d(self._dets, self._gts, self.metric_cfg) if self._dets else None
+        return ReplayScores(self.class_names, self.tolerance_ms, self.gt.source, list(self.frames), metrics,
+                            summarize_stages(self._latency), list(self.out_of_order))
+
+
+def score_frames(frames: Iterable[FrameRecord], gt_source: GroundTruth | str | Path, class_names: Sequence[str],
+                 tolerance_ms: float = DEFAULT_TOLERANCE_MS, metric_cfg: Detection3DConfig | None = None,
+                 strict_order: bool = False) -> ReplayScores:
+    """Score recorded frames (in the order they were produced) against ground truth; see the module doc.
+
+    ``gt_source``: a :class:`GroundTruth` or the path of an AWML info file.
+    """
+    gt = gt_source if isinstance(gt_source, GroundTruth) else GroundTruth.from_info(gt_source, class_names)
+    scorer = FrameScorer(gt, class_names, tolerance_ms, metric_cfg, strict_order)
+    for rec in frames:
+        scorer.add(rec)
+    return scorer.result()
+
+
+def records_from_bag(reader: BagReader, detections_topic: str, class_names: Sequence[str],
+                     input_topic: str | None = None, stats_topic: str | None = None) -> list[FrameRecord]:
+    """FrameRecords from a bag of recorded outputs (the real-time path): awml_deploy_msgs/DetectedObjects on
+    ``detections_topic``, matched to inputs by header stamp (a node stamps its output with its input's stamp).
+
+    With ``input_topic`` (the clouds that were played): one record per input, in input order; an input without
+    an output is a drop (``detections=None``). Without it: one record per output. ``stats_topic``
+    (awml_deploy_msgs/InferenceStats) adds per-frame latency: preprocess, inference, postprocess, total and
+    pipeline (``pipeline_latency_ms``: publish time minus input stamp), by stamp.
+    """
+    from ..data.msg_definitions import INFERENCE_STATS
+    from ..data.rosbag_io import POINTCLOUD2, stamp_to_ns
+
+    outputs: dict[int, Boxes3D] = {}
+    order: list[int] = []
+    for stamp, boxes in read_detected_objects(reader, detections_topic, class_names):
+        if stamp not in outputs:  # a repeated output for the same input: the first one counts
+            outputs[stamp] = boxes
+            order.append(stamp)
+    latency: dict[int, dict[str, float]] = {}
+    if stats_topic is not None:
+        msgtype = reader.require(stats_topic, (INFERENCE_STATS,), "inference-stats")
+        for i, (_, raw) in enumerate(reader.messages(stats_topic)):
+            m = reader.deserialize(raw, msgtype, stats_topic, i)
+            latency.setdefault(stamp_to_ns(m.header.stamp), {
+                "preprocess": m.preprocess_ms, "inference": m.inference_ms, "postprocess": m.postprocess_ms,
+                "total": m.total_ms, "pipeline": m.pipeline_latency_ms})
+    if input_topic is not None:
+        msgtype = reader.require(input_topic, (POINTCLOUD2,), "input")
+        order = []
+        for i, (_, raw) in enumerate(reader.messages(input_topic)):
+            order.append(stamp_to_ns(reader.deserialize(raw, msgtype, input_topic, i).header.stamp))
+    return [FrameRecord(s, outputs.get(s), latency.get(s)) for s in order]
+
+
+def frame_passes(line: dict[str, Any], min_recall: float, min_precision: float) -> bool:
+    """The per-frame criterion: a scored frame passes when recall >= min_recall and precision >= min_precision
+    (an undefined value - no ground truth, or no detection - passes its check); a dropped frame fails."""
+    if line["status"] == DROPPED:
+        return False
+    r, p = line.get("recall"), line.get("precision")
+    return (r is None or r >= min_recall) and (p is None or p >= min_precision)
+
+
+__all__ = [
+    "DEFAULT_TOLERANCE_MS", "DROPPED", "FrameRecord", "FrameScorer", "GroundTruth", "MATCH_THRESHOLD_M",
+    "ReplayScores", "SCORED", "SKIPPED", "detected_objects_to_boxes", "frame_passes", "open_ground_truth",
+    "records_from_bag", "score_frames",
+]
