@@ -263,6 +263,9 @@ class OnnxRuntimeConfig(StrictModel):
     )
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     intra_op_threads: int = Field(0, ge=0)
+    # Busy-waiting worker threads cut a little latency on an idle, dedicated CPU but cost 30-45% on a shared
+    # or loaded one (measured in the node on this 2-core machine); off by default.
+    allow_spinning: bool = False
 
 
 class DeployConfig(StrictModel):

@@ -87,7 +87,7 @@ def _export_onnx(cfg: DeployConfig, model: CenterPoint, bundle: Bundle, ckpt_sha
     return {k: g.path for k, g in graphs.items()}
 
 
-def _existing_onnx(cfg: DeployConfig, bundle: Bundle) -> dict[str, Path]:
+def existing_onnx(cfg: DeployConfig, bundle: Bundle) -> dict[str, Path]:
     names = onnx_file_names(cfg.model)
     if cfg.export.onnx_source:
         src = Path(cfg.export.onnx_source)
@@ -113,7 +113,7 @@ def _engines(cfg: DeployConfig, bundle: Bundle, model: CenterPoint, onnx: dict[s
                          allow_build=cfg.export.mode in ("trt", "both"))
 
 
-def _runners(backend: str, cfg: DeployConfig, model: CenterPoint, onnx: dict[str, Path],
+def runners_for(backend: str, cfg: DeployConfig, model: CenterPoint, onnx: dict[str, Path],
              engines: dict[str, Path] | None = None) -> CenterPointRunners:
     if backend == "pytorch":
         from .backends.torch_backend import torch_runners
@@ -124,7 +124,7 @@ def _runners(backend: str, cfg: DeployConfig, model: CenterPoint, onnx: dict[str
 
         o = cfg.onnxruntime
         return onnxruntime_runners(onnx["encoder"], onnx["head"], o.providers, o.graph_optimization,
-                                   o.intra_op_threads)
+                                   o.intra_op_threads, o.allow_spinning)
     _require_tensorrt()
     from .backends.tensorrt_backend import tensorrt_runners
 
@@ -132,6 +132,39 @@ def _runners(backend: str, cfg: DeployConfig, model: CenterPoint, onnx: dict[str
         raise ArtifactError("the tensorrt backend needs engines: use export.mode trt, both, or none with a bundle "
                             "that holds them")
     return tensorrt_runners(engines["encoder"], engines["head"], cfg.device)
+
+
+def build_pipeline(cfg: DeployConfig, backend: str) -> tuple[CenterPointPipeline, dict[str, Any]]:
+    """The deploy pipeline for ``backend``, as ``export`` builds it: the config's checkpoint, and for
+    onnxruntime the ONNX files of the bundle in ``cfg.work_dir`` (hash-checked; run ``export`` first)."""
+    ckpt = resolve_checkpoint(cfg.checkpoint)
+    model, _ = load_checkpoint(ckpt, cfg.model)
+    onnx: dict[str, Path] = {}
+    if backend == "onnxruntime":
+        bundle = Bundle.open(Path(cfg.work_dir))
+        onnx = existing_onnx(cfg, bundle)
+        if not cfg.export.onnx_source:
+            _check_bundle_model(bundle, cfg)
+    pipeline = CenterPointPipeline(cfg.model, runners_for(backend, cfg, model, onnx), cfg.device)
+    info = {"path": str(ckpt), "sha256": sha256_file(ckpt)}
+    if onnx:
+        info["onnx"] = {k: str(p) for k, p in onnx.items()}
+    return pipeline, info
+
+
+_POSTPROCESS_KEYS = ("score_threshold", "class_score_thresholds", "max_num", "nms")  # not part of the graphs
+
+
+def _check_bundle_model(bundle: Any, cfg: DeployConfig) -> None:
+    """The bundle's graphs must have been exported for this model geometry (a changed default, e.g. points per
+    pillar, would otherwise surface as an ONNX Runtime shape error in the middle of the replay)."""
+    stored = ((bundle.manifest.get("config") or {}).get("model")) or {}
+    now = cfg.model.model_dump(mode="json")
+    diff = [k for k in now if k not in _POSTPROCESS_KEYS and k in stored and stored[k] != now[k]]
+    if diff:
+        shown = ", ".join(f"{k}: bundle {stored[k]!r}, config {now[k]!r}" for k in diff[:3])
+        raise ArtifactError(f"bundle {bundle.root}: its ONNX graphs were exported for another model ({shown}); "
+                            "re-run `awml-deploy export` with this config")
 
 
 def _precision(backend: str, cfg: DeployConfig, onnx: dict[str, Path] | None = None) -> str:
@@ -170,13 +203,13 @@ def run_deploy(cfg: DeployConfig, dry_run: bool = False, progress: bool = True) 
     log.info("data: %d frames from %r (fingerprint %s)", len(samples), dataset, dataset.fingerprint()[:12])
 
     onnx = _export_onnx(cfg, model, bundle, ckpt_sha) if cfg.export.mode in ("onnx", "both") \
-        else _existing_onnx(cfg, bundle)
+        else existing_onnx(cfg, bundle)
 
     backends = list(dict.fromkeys([*cfg.evaluate.backends, *(b for s in cfg.verify.scenarios for b in s)]))
     engines = None
     if cfg.export.mode in ("trt", "both") or (cfg.export.mode == "none" and "tensorrt" in backends):
         engines = _engines(cfg, bundle, model, onnx, samples)
-    pipelines = {b: CenterPointPipeline(cfg.model, _runners(b, cfg, model, onnx, engines), cfg.device)
+    pipelines = {b: CenterPointPipeline(cfg.model, runners_for(b, cfg, model, onnx, engines), cfg.device)
                  for b in backends}
 
     verification = []

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -32,7 +31,7 @@ from awml_deploy_core.models.centerpoint import build_centerpoint
 from awml_deploy_core.models.checkpoint import save_checkpoint
 from awml_deploy_core.replay.criteria import ReplayCriteria, load_criteria
 from awml_deploy_core.replay.offline import benchmark_overhead, build_pipeline, replay_evaluate
-from awml_deploy_core.replay.report import compare_runs, read_frames
+from awml_deploy_core.replay.report import compare_runs
 from awml_deploy_core.replay.scoring import FrameRecord, GroundTruth, detected_objects_to_boxes, score_frames
 
 AWML = Path(sys.executable).parent / "awml-deploy"

@@ -256,7 +256,7 @@ def build_pipeline(p: NodeParams) -> LoadedModel:
             source += f", ONNX cache {paths['encoder'].parent}"
         o = cfg.onnxruntime
         runners = onnxruntime_runners(paths["encoder"], paths["head"], o.providers, o.graph_optimization,
-                                      o.intra_op_threads)
+                                      o.intra_op_threads, o.allow_spinning)
     else:
         from awml_deploy_core.backends.tensorrt_backend import tensorrt_runners
         from awml_deploy_core.export.tensorrt_plan import GRAPHS, engine_artifact

@@ -47,7 +47,7 @@ def check_onnx_file(path: Path) -> None:
 
 class OrtGraphRunner:
     def __init__(self, path: str | Path, name: str, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 graph_optimization: str = "all", intra_op_threads: int = 0) -> None:
+                 graph_optimization: str = "all", intra_op_threads: int = 0, allow_spinning: bool = False) -> None:
         ort = _ort()
         path = Path(path)
         check_onnx_file(path)
@@ -62,6 +62,7 @@ class OrtGraphRunner:
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[graph_optimization])
         if intra_op_threads:
             opts.intra_op_num_threads = intra_op_threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
         try:
@@ -107,8 +108,10 @@ def _np_dtype(t: torch.Tensor):
 
 
 def onnxruntime_runners(encoder_path: Path, head_path: Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                        graph_optimization: str = "all", intra_op_threads: int = 0) -> CenterPointRunners:
-    kw = {"providers": providers, "graph_optimization": graph_optimization, "intra_op_threads": intra_op_threads}
+                        graph_optimization: str = "all", intra_op_threads: int = 0,
+                        allow_spinning: bool = False) -> CenterPointRunners:
+    kw = {"providers": providers, "graph_optimization": graph_optimization, "intra_op_threads": intra_op_threads,
+          "allow_spinning": allow_spinning}
     return CenterPointRunners(
         encoder=OrtGraphRunner(encoder_path, "onnxruntime:pts_voxel_encoder", **kw),
         head=OrtGraphRunner(head_path, "onnxruntime:pts_backbone_neck_head", **kw),

@@ -31,10 +31,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..bundle import atomic_write_json, ensure_writable_dir, sha256_file
+from ..bundle import atomic_write_json, ensure_writable_dir
 from ..config import DeployConfig
+from ..deploy import build_pipeline
 from ..data.rosbag_io import DEFAULT_LIDAR_TOPIC, POINTCLOUD2, BagReader, cloud_to_points, stamp_to_ns
-from ..errors import ArtifactError, AwmlDeployError, DatasetError
+from ..errors import AwmlDeployError, DatasetError
 from ..pipelines.centerpoint.pipeline import CenterPointPipeline
 from .criteria import ReplayCriteria, apply_criteria, check_criteria
 from .scoring import DEFAULT_TOLERANCE_MS, SCORED, FrameRecord, FrameScorer, GroundTruth, open_ground_truth
@@ -49,44 +50,6 @@ class ReplayOutcome:
     exit_code: int
     out_dir: Path
     summary: dict[str, Any]
-
-
-# --------------------------------------------------------------------------------------------- pipeline
-def build_pipeline(cfg: DeployConfig, backend: str) -> tuple[CenterPointPipeline, dict[str, Any]]:
-    """The deploy pipeline for ``backend``, as ``export`` builds it: the config's checkpoint, and for
-    onnxruntime the ONNX files of the bundle in ``cfg.work_dir`` (hash-checked; run ``export`` first)."""
-    from ..bundle import Bundle
-    from ..deploy import _existing_onnx, _runners, resolve_checkpoint
-    from ..models.checkpoint import load_checkpoint
-
-    ckpt = resolve_checkpoint(cfg.checkpoint)
-    model, _ = load_checkpoint(ckpt, cfg.model)
-    onnx: dict[str, Path] = {}
-    if backend == "onnxruntime":
-        bundle = Bundle.open(Path(cfg.work_dir))
-        onnx = _existing_onnx(cfg, bundle)
-        if not cfg.export.onnx_source:
-            _check_bundle_model(bundle, cfg)
-    pipeline = CenterPointPipeline(cfg.model, _runners(backend, cfg, model, onnx), cfg.device)
-    info = {"path": str(ckpt), "sha256": sha256_file(ckpt)}
-    if onnx:
-        info["onnx"] = {k: str(p) for k, p in onnx.items()}
-    return pipeline, info
-
-
-_POSTPROCESS_KEYS = ("score_threshold", "class_score_thresholds", "max_num", "nms")  # not part of the graphs
-
-
-def _check_bundle_model(bundle: Any, cfg: DeployConfig) -> None:
-    """The bundle's graphs must have been exported for this model geometry (a changed default, e.g. points per
-    pillar, would otherwise surface as an ONNX Runtime shape error in the middle of the replay)."""
-    stored = ((bundle.manifest.get("config") or {}).get("model")) or {}
-    now = cfg.model.model_dump(mode="json")
-    diff = [k for k in now if k not in _POSTPROCESS_KEYS and k in stored and stored[k] != now[k]]
-    if diff:
-        shown = ", ".join(f"{k}: bundle {stored[k]!r}, config {now[k]!r}" for k in diff[:3])
-        raise ArtifactError(f"bundle {bundle.root}: its ONNX graphs were exported for another model ({shown}); "
-                            "re-run `awml-deploy export` with this config")
 
 
 # --------------------------------------------------------------------------------------------- plumbing
