@@ -58,3 +58,22 @@ def test_help_lists_verbs(tmp_path):
         assert verb in res.stdout
     res = run([str(ROS_EXPORT), "--help"], tmp_path)
     assert res.returncode == 0 and "--work-dir" in res.stdout and "--device" in res.stdout
+
+
+def test_train_tiny_run_writes_a_loadable_checkpoint(tmp_path):
+    """`awml-deploy train` end to end on the CPU, tiny (the shipped model was trained with the same command)."""
+    out = tmp_path / "m.pth"
+    res = run([str(VENV_BIN / "awml-deploy"), "train", "--out", str(out), "--frames", "4", "--epochs", "1",
+               "--batch-size", "2", "--eval-frames", "2", "--workers", "1", "--device", "cpu",
+               "--bn-recalib-batches", "1"], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    from awml_deploy_core.models.checkpoint import load_checkpoint
+
+    model, cfg = load_checkpoint(out)
+    assert cfg.name == "centerpoint_small" and (tmp_path / "m.json").exists()
+
+
+def test_bench_prints_a_table(tmp_path):
+    res = run([str(VENV_BIN / "awml-deploy"), "bench", "--only", "metrics", "--repeats", "1"], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "3D metrics, 1,000 frames x 50 objects" in res.stdout and " ms" in res.stdout

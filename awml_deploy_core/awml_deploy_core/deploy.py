@@ -9,6 +9,7 @@ import importlib.metadata
 import importlib.resources
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def _precision(backend: str, cfg: DeployConfig, onnx: dict[str, Path] | None = N
 
 # --------------------------------------------------------------------------------------------- job
 def run_deploy(cfg: DeployConfig, dry_run: bool = False, progress: bool = True) -> int:
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80
     work = ensure_writable_dir(Path(cfg.work_dir))
     bundle = Bundle.open(work)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
