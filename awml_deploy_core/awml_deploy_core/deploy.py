@@ -242,7 +242,7 @@ def _gates(cfg: DeployConfig, verification: list, evaluations: dict) -> list[dic
     gates = []
     for res in verification:
         worst = res.summary()
-        detail = ", ".join(f"{k} max|d|={v['max_abs']:.2e}" for k, v in worst.items())
+        detail = ", ".join(f"{k} max abs err {v['max_abs']:.2e}" for k, v in worst.items())
         mism = sum(not s.detections.identical_count for s in res.samples)
         gates.append({"name": f"verify {res.reference}->{res.candidate} ({res.precision}: atol {res.atol:g}, "
                               f"rtol {res.rtol:g})", "passed": res.passed,
