@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import importlib
 from typing import Any
 
 import numpy as np
@@ -21,3 +22,12 @@ def message_to_dict(msg: Any) -> Any:
     if isinstance(msg, np.generic):
         return msg.item()
     return msg
+
+
+def message_type(name: str) -> type:
+    """`pkg/msg/Type` (as `ros2 topic` spells it) -> the message class."""
+    try:
+        pkg, kind, cls = name.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), cls)
+    except (ValueError, ImportError, AttributeError):
+        raise ValueError(f"unknown message type {name!r}: expected pkg/msg/Type of an installed package") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -11,12 +10,7 @@ import time
 import rclpy
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
-from awml_deploy_nodes.msg_dict import message_to_dict
-
-
-def load_type(name: str) -> type:
-    pkg, kind, cls = name.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), cls)
+from awml_deploy_nodes.msg_dict import message_to_dict, message_type
 
 
 def main() -> int:
@@ -42,7 +36,7 @@ def main() -> int:
         out.flush()
 
     qos = qos_profile_sensor_data if args.sensor_qos else QoSProfile(depth=100)
-    node.create_subscription(load_type(args.type), args.topic, on_msg, qos)
+    node.create_subscription(message_type(args.type), args.topic, on_msg, qos)
     print("ready", flush=True)
     deadline = time.monotonic() + args.timeout
     while len(received) < args.count and time.monotonic() < deadline:

@@ -9,7 +9,6 @@ Each line is the message as a dict (msg_dict.message_to_dict) plus "_receive_tim
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import sys
@@ -19,12 +18,7 @@ from pathlib import Path
 import rclpy
 from rclpy.qos import QoSProfile
 
-from awml_deploy_nodes.msg_dict import message_to_dict
-
-
-def load_type(name: str) -> type:
-    pkg, kind, cls = name.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), cls)
+from awml_deploy_nodes.msg_dict import message_to_dict, message_type
 
 
 def main() -> int:
@@ -52,7 +46,7 @@ def main() -> int:
             f.write(json.dumps(d) + "\n")
             f.flush()
 
-        node.create_subscription(load_type(type_name), topic, on_msg, QoSProfile(depth=100))
+        node.create_subscription(message_type(type_name), topic, on_msg, QoSProfile(depth=100))
     print("ready", flush=True)
     deadline = time.monotonic() + args.duration
     try:
