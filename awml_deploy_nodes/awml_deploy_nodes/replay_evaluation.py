@@ -1,0 +1,783 @@
+"""``replay_evaluation``: real-time replay of a rosbag through centerpoint_node, scored like the offline replay.
+
+One command starts and stops the whole set, each as its own process over real DDS::
+
+    ros2 run awml_deploy_nodes replay_evaluation BAG --config config/centerpoint.yaml --backend onnxruntime \\
+        [--rate 1.0] [--criteria config/replay_criteria.yaml] [--out DIR] [--gt-topic T | --gt-info F]
+
+1. ``output_recorder`` (records the node's DetectedObjects + InferenceStats and the inputs it was sent, each
+   with its receive time, into ``<out>/recording``, an mcap rosbag2);
+2. ``centerpoint_node`` (its installed console script; the parameters it gets are written to
+   ``<out>/node.param.yaml``: the deploy config's bundle (onnxruntime/tensorrt, when it holds this config's
+   model) or the config itself, its class names and device);
+3. ``bag_player`` (the lidar topic at ``--rate``, header stamps unchanged; it starts its clock once the node and
+   the recorder subscribed, and writes what it sent to ``<out>/sent.jsonl``).
+
+When the player is done, the outputs still in flight get ``--grace-s``; then everything is stopped (SIGINT, then
+SIGTERM, then SIGKILL, with timeouts). The processes run in their own sessions and die with this one (Linux
+parent-death signal), so an interrupted or killed run leaves no orphans; Ctrl-C stops the set in order and
+scores what was recorded (``"complete": false``, exit 130).
+
+Scoring is the offline replay's (``awml-deploy replay-eval``), not a copy of it: the recorded outputs become
+:class:`~awml_deploy_core.replay.scoring.FrameRecord` s through ``records_from_bag``, one per input sent, and go
+through the same :class:`~awml_deploy_core.replay.scoring.FrameScorer`, metric configuration, criteria
+(``apply_criteria``) and report (``write_run_report``). An input the node gave no output for is a DROPPED frame:
+listed (``dropped_frames`` in summary.json, a table in report.md), counted in the drop rate, never scored as a
+miss or a hit, and not part of AP. Real-time additions (``summary.json: realtime``, and a stage ``end_to_end``
+in ``latency_ms``, usable in criteria): end-to-end latency percentiles (from the player's publish time of a
+cloud, its replayed stamp, to the arrival of the node's output at the recorder), the output rate (Hz), the
+input rate actually played, and the player's lateness. The node's own ``pipeline`` latency (publish time minus
+header stamp) is left out: the stamps are the recording's, not this run's clock.
+
+``--check-offline DIR`` also checks frame-by-frame agreement with an offline replay of the same bag and backend
+(run into DIR first when DIR holds none): every frame processed by both must have identical TP/FP/FN per class
+and detection count; the result is a gate. ``--recording DIR`` scores an existing recording (e.g. one made with
+``launch/replay_evaluation.launch.py``) without starting anything.
+
+Outputs in ``--out`` (default ``<work_dir>/replay/<bag>_<backend>_realtime``): ``frames.jsonl``, ``summary.json``,
+``report.md`` + ``plots/`` (as offline), ``recording/``, ``sent.jsonl``, ``node.param.yaml``, ``logs/``.
+Exit codes: 0 every criterion met (or none given), 1 a criterion failed, 2 configuration error, 3 data/runtime
+error (e.g. the node did not start: the last lines of its log are shown), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("replay_evaluation")
+
+PKG = "awml_deploy_nodes"
+DEFAULT_OBJECTS_TOPIC = "/perception/object_recognition/detection/awml/objects"
+NODE_NAME = "centerpoint"
+STATS_TOPIC = f"/{NODE_NAME}/debug/inference_stats"
+EXIT_INTERRUPTED = 130
+END_TO_END = "end_to_end"
+
+
+# --------------------------------------------------------------------------------------------- processes
+def executable(name: str) -> Path:
+    """The installed console script ``lib/awml_deploy_nodes/<name>`` (what ``ros2 run`` starts)."""
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        prefix = Path(get_package_prefix(PKG))
+    except Exception:  # noqa: BLE001 - not on the ament index: next to this interpreter's install
+        prefix = Path(__file__).resolve().parents[4]
+    path = prefix / "lib" / PKG / name
+    if not path.is_file():
+        from awml_deploy_core.errors import ArtifactError
+
+        raise ArtifactError(f"{path} not found: build and source the workspace (tools/setup.sh, install/setup.bash)")
+    return path
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the finally block of the parent still stops it
+        pass
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    _pos: int = 0
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def tail(self, n: int = 15) -> str:
+        lines = self.text().splitlines()[-n:]
+        return "\n".join(f"    | {line}" for line in lines)
+
+    def new_lines(self) -> list[str]:
+        """Lines written since the last call (for forwarding progress)."""
+        with self.log.open("rb") as f:
+            f.seek(self._pos)
+            data = f.read()
+        cut = data.rfind(b"\n") + 1
+        self._pos += cut
+        return data[:cut].decode(errors="replace").splitlines()
+
+
+def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> Proc:
+    path = log_dir / f"{name}.log"
+    with path.open("w") as out:
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                 start_new_session=True, preexec_fn=_die_with_parent)
+    log.debug("started %s (pid %d): %s", name, popen.pid, " ".join(argv))
+    return Proc(name, popen, path)
+
+
+def wait_for(proc: Proc, text: str, timeout: float, what: str) -> None:
+    from awml_deploy_core.errors import AwmlDeployError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in proc.text():
+            return
+        if not proc.alive():
+            raise AwmlDeployError(f"{proc.name} exited (code {proc.popen.returncode}) before {what}; its log "
+                                  f"{proc.log}:\n{proc.tail()}")
+        time.sleep(0.05)
+    raise AwmlDeployError(f"{proc.name}: no {what} within {timeout:g} s; its log {proc.log}:\n{proc.tail()}")
+
+
+def stop_all(procs: Sequence[Proc], sigint_s: float = 10.0, term_s: float = 5.0) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL, each after a timeout; returns once every process is gone."""
+    for sig, timeout in ((signal.SIGINT, sigint_s), (signal.SIGTERM, term_s), (signal.SIGKILL, 5.0)):
+        alive = [p for p in procs if p.alive()]
+        if not alive:
+            return
+        if sig != signal.SIGINT:
+            log.warning("%s still running after %s; sending %s", ", ".join(p.name for p in alive),
+                        "SIGINT" if sig == signal.SIGTERM else "SIGTERM", sig.name)
+        for p in alive:
+            try:
+                p.popen.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for p in alive:
+            try:
+                p.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+# --------------------------------------------------------------------------------------------- node parameters
+def _base_node_params() -> dict[str, Any]:
+    import yaml
+
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        path = Path(get_package_share_directory(PKG)) / "config" / "centerpoint_node.param.yaml"
+        data = yaml.safe_load(path.read_text())
+        return dict(next(iter(data.values()))["ros__parameters"])
+    except Exception:  # noqa: BLE001 - the node's declared defaults then
+        return {}
+
+
+def node_parameters(cfg: Any, backend: str, out: Path) -> tuple[dict[str, Any], str]:
+    """centerpoint_node parameters that run the very model ``replay-eval`` runs for ``backend``: (params, source).
+
+    onnxruntime/tensorrt: the bundle in ``cfg.work_dir`` when its manifest holds this config's model, ONNX Runtime
+    settings and device (same graphs, same post-processing); otherwise (and for pytorch) the effective config,
+    written to ``<out>/deploy_config.yaml`` (onnxruntime then exports the checkpoint's graphs on the fly).
+    """
+    import yaml
+
+    params = _base_node_params()
+    # tensorrt runs on CUDA: a cpu config device leaves the node's device empty (its default for tensorrt: cuda)
+    device = "" if backend == "tensorrt" and cfg.device == "cpu" else cfg.device
+    params.update(backend=backend, class_names=list(cfg.model.class_names), device=device, score_threshold=-1.0,
+                  bundle_dir="", config="", checkpoint="")
+    work = Path(cfg.work_dir).expanduser().resolve()
+    manifest = work / "manifest.json"
+    same = False
+    if backend != "pytorch" and manifest.is_file() and not cfg.export.onnx_source:
+        stored = (json.loads(manifest.read_text()).get("config")) or {}
+        now = cfg.model_dump(mode="json")
+        same = all(stored.get(k) == now.get(k) for k in ("model", "onnxruntime", "device"))
+    if backend == "tensorrt":
+        params.update(bundle_dir=str(work), precision=cfg.export.tensorrt.precision)
+        return params, f"bundle {work}"
+    if same:
+        params["bundle_dir"] = str(work)
+        return params, f"bundle {work}"
+    path = out / "deploy_config.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    params["config"] = str(path)
+    if backend == "onnxruntime":
+        params["onnx_cache_dir"] = str(out / "onnx_cache")
+        log.warning("the bundle in %s does not hold this config's model/onnxruntime settings (or there is none): "
+                    "the node exports the checkpoint's ONNX graphs itself", work)
+    return params, f"config {path}"
+
+
+def write_node_params(params: dict[str, Any], path: Path) -> Path:
+    import yaml
+
+    path.write_text("# centerpoint_node parameters of this replay evaluation (written by replay_evaluation)\n"
+                    + yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
+    return path
+
+
+# --------------------------------------------------------------------------------------------- the run
+@dataclass
+class RunInfo:
+    """What the processes did, for the summary."""
+
+    rate: float
+    recording: Path
+    sent_log: Path | None
+    node_source: str = ""
+    stopped: str | None = None
+    error: str | None = None
+    play_wall_s: float | None = None
+    logs: dict[str, str] = field(default_factory=dict)
+
+
+def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: Path, out: Path, rate: float,
+                  grace_s: float, start_timeout_s: float, record_input_data: bool, info: RunInfo) -> None:
+    """Recorder, node, player as separate processes; returns once all are stopped (also when interrupted)."""
+    from awml_deploy_core.errors import AwmlDeployError
+
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    procs: list[Proc] = []
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        recorder = spawn("output_recorder", [
+            str(executable("output_recorder")), "--ros-args", "-p", f"output_bag:={info.recording}",
+            "-p", f"input_topic:={lidar_topic}", "-p", f"objects_topic:={objects_topic}",
+            "-p", f"stats_topic:={STATS_TOPIC}", "-p", f"record_input_data:={str(record_input_data).lower()}",
+            "-p", "progress_period_s:=0.5"], logs, env)
+        procs.append(recorder)
+        node = spawn("centerpoint_node", [
+            str(executable("centerpoint_node")), "--ros-args", "--params-file", str(node_params),
+            "-r", f"__node:={NODE_NAME}", "-r", f"~/input/pointcloud:={lidar_topic}",
+            "-r", f"~/output/objects:={objects_topic}"], logs, env)
+        procs.append(node)
+        info.logs = {p.name: str(p.log) for p in procs}
+        wait_for(recorder, "ready:", 60, "its 'ready' line")
+        log.info("waiting for centerpoint_node to load the model (%s)", info.node_source)
+        wait_for(node, "ready:", start_timeout_s, "its 'ready:' line (model loaded)")
+        wait_for(recorder, "matched:", 60, "a match with the node's output publishers")
+        n_clouds = _count(bag, lidar_topic)
+        play_timeout = 120.0 + n_clouds * 0.1 / rate * 1.5
+        player = spawn("bag_player", [
+            str(executable("bag_player")), "--ros-args", "-p", f"bag:={bag}", "-p", f"topics:=[{lidar_topic}]",
+            "-p", f"rate:={float(rate)}", "-p", "wait_for_subscribers:=2", "-p", f"sent_log:={info.sent_log}",
+            "-p", "progress_period_s:=5.0"], logs, env)
+        procs.append(player)
+        info.logs[player.name] = str(player.log)
+        t0 = time.monotonic()
+        deadline = t0 + play_timeout
+        while player.alive():
+            for line in player.new_lines():
+                print(f"[bag_player] {line.split(']: ', 1)[-1]}", flush=True)
+            for p in (node, recorder):
+                if not p.alive():
+                    raise AwmlDeployError(f"{p.name} exited (code {p.popen.returncode}) during the replay; its log "
+                                          f"{p.log}:\n{p.tail()}")
+            if time.monotonic() > deadline:
+                raise AwmlDeployError(f"bag_player did not finish within {play_timeout:.0f} s; its log {player.log}:"
+                                      f"\n{player.tail()}")
+            time.sleep(0.1)
+        for line in player.new_lines():
+            print(f"[bag_player] {line.split(']: ', 1)[-1]}", flush=True)
+        info.play_wall_s = time.monotonic() - t0
+        if player.popen.returncode != 0:
+            raise AwmlDeployError(f"bag_player failed (exit code {player.popen.returncode}); its log {player.log}:\n"
+                                  f"{player.tail()}")
+        _grace(recorder, objects_topic, _lines(info.sent_log), grace_s)
+    except _Interrupted as e:
+        info.stopped = "interrupted"
+        log.warning("interrupted (%s): stopping the processes, then scoring what was recorded", e)
+    except AwmlDeployError as e:
+        info.stopped, info.error = "error", str(e)
+    finally:
+        for s in previous:  # a second Ctrl-C must not cut the orderly stop short
+            signal.signal(s, lambda *_: log.warning("already stopping the processes (SIGKILL after the timeouts)"))
+        try:
+            # The player and the node first; the recorder last, so that it keeps what is still arriving.
+            stop_all([p for p in procs if p.name != "output_recorder"])
+            stop_all([p for p in procs if p.name == "output_recorder"])
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _count(bag: Path, topic: str) -> int:
+    from awml_deploy_core.data.rosbag_io import BagReader
+
+    with BagReader(bag) as r:
+        return r.topics[topic].count
+
+
+def _lines(path: Path | None) -> int:
+    if path is None or not path.exists():
+        return 0
+    with path.open() as f:
+        return sum(1 for _ in f)
+
+
+def _grace(recorder: Proc, objects_topic: str, sent: int, grace_s: float) -> None:
+    """Wait up to grace_s for the last outputs; stop early once the recorder has one output per input sent."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        last = [ln for ln in recorder.text().splitlines() if "recorded:" in ln]
+        if last:
+            counts = dict(part.rsplit(" ", 1) for part in last[-1].split("recorded: ", 1)[1].split(", "))
+            if int(counts.get(objects_topic, 0)) >= sent:
+                return
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def _topic_of(reader: Any, msgtype: str, role: str, required: bool) -> str | None:
+    from awml_deploy_core.errors import DatasetError
+
+    names = sorted(t for t, s in reader.topics.items() if s.msgtype == msgtype)
+    if len(names) > 1:
+        raise DatasetError(f"recording {reader.path}: {len(names)} {role} topics ({names}); expected one")
+    if not names and required:
+        raise DatasetError(f"recording {reader.path}: no {role} topic ({msgtype}); {reader.describe_topics()}")
+    return names[0] if names else None
+
+
+def _arrivals(reader: Any, topic: str | None, msgtype: str) -> dict[int, int]:
+    """{header stamp: first receive (log) time} of a recorded topic."""
+    from awml_deploy_core.data.rosbag_io import stamp_to_ns
+
+    out: dict[int, int] = {}
+    if topic is None:
+        return out
+    for i, (log_ns, raw) in enumerate(reader.messages(topic)):
+        out.setdefault(stamp_to_ns(reader.deserialize(raw, msgtype, topic, i).header.stamp), log_ns)
+    return out
+
+
+def _read_sent(path: Path | None, topic: str) -> list[dict[str, Any]]:
+    if path is None or not path.exists():
+        return []
+    rows = []
+    for text in path.read_text().splitlines():
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError:
+            break  # a last line cut short by a kill
+        if row.get("topic") == topic and row.get("stamp_ns") is not None:
+            rows.append(row)
+    return rows
+
+
+def realtime_records(recording: Path, class_names: Sequence[str], lidar_topic: str,
+                     sent_log: Path | None) -> tuple[list[Any], dict[str, Any]]:
+    """FrameRecords, one per input sent (in sending order), from a recording; and real-time facts.
+
+    Outputs and per-stage latencies come from ``records_from_bag``. The inputs: the player's sent log when there
+    is one (the exact list), else the inputs the recorder saw; an input seen by only one of them is kept (and
+    counted); an output whose input neither saw is kept too (``input_not_seen``), never dropped silently.
+    """
+    from awml_deploy_core.data.msg_definitions import DETECTED_OBJECTS, INFERENCE_STATS
+    from awml_deploy_core.data.rosbag_io import POINTCLOUD2, BagReader
+    from awml_deploy_core.replay.scoring import FrameRecord, records_from_bag
+
+    with BagReader(recording) as rec:
+        objects_topic = _topic_of(rec, DETECTED_OBJECTS, "detections", True)
+        stats_topic = _topic_of(rec, INFERENCE_STATS, "inference-stats", False)
+        input_topic = _topic_of(rec, POINTCLOUD2, "input", False)
+        if stats_topic is not None and rec.topics[stats_topic].count == 0:
+            stats_topic = None
+        outputs = {r.stamp_ns: r for r in records_from_bag(rec, objects_topic, class_names, None, stats_topic)} \
+            if rec.topics[objects_topic].count else {}
+        out_arrival = _arrivals(rec, objects_topic, DETECTED_OBJECTS)
+        in_arrival = _arrivals(rec, input_topic, POINTCLOUD2)
+    sent = _read_sent(sent_log, lidar_topic)
+    published = {int(r["stamp_ns"]): int(r["publish_ns"]) for r in sent}
+    order = [int(r["stamp_ns"]) for r in sent] if sent else sorted(in_arrival, key=in_arrival.get)
+    seen = set(order)
+    recorder_only = [s for s in sorted(in_arrival, key=in_arrival.get) if s not in seen]
+    order += recorder_only
+    seen.update(recorder_only)
+    unmatched = [s for s in sorted(out_arrival, key=out_arrival.get) if s not in seen]
+    order += unmatched
+
+    records, e2e = [], []
+    for s in order:
+        out = outputs.get(s)
+        latency = None
+        extra: dict[str, Any] = {}
+        if s in published:
+            extra["publish_ns"] = published[s]
+        if s in in_arrival:
+            extra["input_arrival_ns"] = in_arrival[s]
+        if s in unmatched:
+            extra["input_not_seen"] = True
+        if out is not None:
+            latency = {k: v for k, v in (out.latency_ms or {}).items() if k != "pipeline"}
+            extra["output_arrival_ns"] = out_arrival[s]
+            start = published.get(s, in_arrival.get(s))
+            if start is not None:
+                latency[END_TO_END] = (out_arrival[s] - start) / 1e6
+                e2e.append(latency[END_TO_END])
+        records.append(FrameRecord(s, out.detections if out is not None else None, latency, extra))
+
+    arrivals = sorted(out_arrival.values())
+    span = (arrivals[-1] - arrivals[0]) / 1e9 if len(arrivals) > 1 else 0.0
+    pubs = sorted(published.values())
+    in_span = (pubs[-1] - pubs[0]) / 1e9 if len(pubs) > 1 else 0.0
+    facts = {
+        "recording": str(recording),
+        "topics": {"input": input_topic, "objects": objects_topic, "stats": stats_topic},
+        "inputs_sent": len(sent) if sent else None,
+        "inputs_recorded": len(in_arrival),
+        "outputs": len(outputs),
+        "inputs_missed_by_recorder": len([s for s in published if s not in in_arrival]) if input_topic else None,
+        "inputs_not_in_sent_log": len(recorder_only) if sent else 0,
+        "outputs_without_input": len(unmatched),
+        "end_to_end_reference": ("player publish time" if sent else "input arrival at the recorder"),
+        "output_rate_hz": (len(arrivals) - 1) / span if span > 0 else None,
+        "input_rate_hz": (len(pubs) - 1) / in_span if in_span > 0 else None,
+        "player_late_ms": _stats([float(r.get("late_ms", 0.0)) for r in sent]) if sent else None,
+    }
+    return records, facts
+
+
+def _stats(values: list[float]) -> dict[str, Any] | None:
+    from awml_deploy_core.metrics.latency import LatencyStats
+
+    return LatencyStats.from_samples(values).to_dict() if values else None
+
+
+def _checkpoint_info(cfg: Any, backend: str) -> dict[str, Any]:
+    from awml_deploy_core.bundle import sha256_file
+    from awml_deploy_core.deploy import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(cfg.checkpoint)
+        return {"path": str(ckpt), "sha256": sha256_file(ckpt)}
+    except Exception:  # noqa: BLE001 - informational only (the node reports its own model source)
+        return {"path": str(cfg.checkpoint), "sha256": None}
+
+
+def offline_agreement(frames: Sequence[dict[str, Any]], offline_dir: Path) -> dict[str, Any]:
+    """Frame-by-frame comparison with an offline replay-eval run of the same bag (matched by stamp)."""
+    from awml_deploy_core.replay.report import load_run
+
+    _, off_summary, off_frames = load_run(offline_dir)
+    off = {f["stamp_ns"]: f for f in off_frames}
+    compared, mismatched, dropped = 0, [], []
+    for f in frames:
+        o = off.get(f["stamp_ns"])
+        if f["status"] == "dropped":
+            dropped.append(f["stamp_ns"])
+            continue
+        if o is None or o["status"] != "scored" or f["status"] != "scored":
+            continue
+        compared += 1
+        keys = ("tp", "fp", "fn", "num_detections", "num_gt")
+        diff = {k: {"offline": o.get(k), "realtime": f.get(k)} for k in keys if o.get(k) != f.get(k)}
+        if diff:
+            mismatched.append({"stamp_ns": f["stamp_ns"], "index": f["index"], "diff": diff})
+    rt_stamps = {f["stamp_ns"] for f in frames}
+    return {"offline_run": str(offline_dir), "offline_backend": off_summary.get("backend"),
+            "compared": compared, "identical": compared - len(mismatched), "mismatched": mismatched,
+            "dropped_in_realtime": len(dropped), "offline_only": len([s for s in off if s not in rt_stamps])}
+
+
+def score(recording: Path, bag: Path, cfg: Any, backend: str, *, lidar_topic: str, gt_topic: str | None,
+          gt_info: str | None, tolerance_ms: float, criteria: Any, out: Path, info: RunInfo,
+          check_offline: Path | None = None) -> tuple[int, dict[str, Any]]:
+    """Score a recording exactly as the offline replay scores its frames; write frames.jsonl, summary.json,
+    report.md. Returns (exit code, summary)."""
+    from awml_deploy_core.bundle import atomic_write_json
+    from awml_deploy_core.data.rosbag_io import BagReader
+    from awml_deploy_core.errors import DatasetError
+    from awml_deploy_core.evaluate import metric_config
+    from awml_deploy_core.replay.criteria import apply_criteria
+    from awml_deploy_core.replay.offline import SUMMARY_SCHEMA_VERSION
+    from awml_deploy_core.replay.report import write_run_report
+    from awml_deploy_core.replay.scoring import DROPPED, SCORED, FrameScorer, open_ground_truth
+
+    names = cfg.model.class_names
+    with BagReader(bag) as reader:
+        gt = open_ground_truth(reader, names, gt_topic, gt_info)
+    records, facts = realtime_records(recording, names, lidar_topic, info.sent_log)
+    scorer = FrameScorer(gt, names, tolerance_ms, metric_config(names, cfg.evaluate))
+    with (out / "frames.jsonl").open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(scorer.add(rec), allow_nan=False) + "\n")
+    scores = scorer.result()
+    counts = scores.counts()
+    dropped = [{"index": fr["index"], "stamp_ns": fr["stamp_ns"]} for fr in scores.frames if fr["status"] == DROPPED]
+    e2e = scores.latency.get(END_TO_END)
+    facts.update(rate=info.rate, play_wall_s=info.play_wall_s, node_source=info.node_source, logs=info.logs,
+                 dropped=counts[DROPPED], drop_rate=counts[DROPPED] / counts["frames"] if counts["frames"] else None,
+                 end_to_end_ms=e2e.to_dict() if e2e is not None else None)
+    summary: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "kind": "replay_eval",
+        "mode": "realtime",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "complete": info.stopped is None,
+        "stopped": info.stopped,
+        "error": info.error,
+        "bag": str(bag),
+        "lidar_topic": lidar_topic,
+        "max_frames": None,
+        "backend": backend,
+        "model": cfg.model.name,
+        "checkpoint": _checkpoint_info(cfg, backend),
+        "device": cfg.device,
+        **scores.to_dict(),
+        "dropped_frames": dropped,
+        "wall_s": info.play_wall_s,
+        "throughput_fps": facts["output_rate_hz"],
+        "realtime": facts,
+        "criteria": criteria.model_dump(mode="json") if criteria is not None else None,
+        "gates": [],
+        "passed": None,
+    }
+    if check_offline is not None:
+        agree = offline_agreement(scores.frames, check_offline)
+        summary["offline_agreement"] = agree
+    if info.stopped is None:
+        gates = apply_criteria(criteria, summary, scores.frames) if criteria is not None else []
+        if check_offline is not None:
+            a = summary["offline_agreement"]
+            gates.append({"name": "identical to offline on every frame processed in both",
+                          "passed": a["compared"] > 0 and not a["mismatched"],
+                          "detail": f"{a['identical']}/{a['compared']} frames identical (TP/FP/FN per class, "
+                                    f"detections); {a['dropped_in_realtime']} dropped in real time, not compared"})
+        summary["gates"] = gates
+        summary["passed"] = all(g["passed"] for g in gates) if gates else counts[SCORED] > 0
+    atomic_write_json(out / "summary.json", summary)
+    try:
+        write_run_report(out, summary, scores.frames)
+        _append_realtime_report(out / "report.md", summary)
+    except Exception as e:  # noqa: BLE001 - the numbers are safe in summary.json
+        log.warning("report.md could not be written (%s: %s); summary.json is complete", type(e).__name__, e)
+    if info.stopped == "interrupted":
+        return EXIT_INTERRUPTED, summary
+    if info.stopped == "error":
+        return 3, summary
+    if counts[SCORED] == 0:
+        raise DatasetError(f"nothing scored: {counts['frames']} inputs, {facts['outputs']} outputs recorded in "
+                           f"{recording} ({counts[DROPPED]} dropped, {counts['skipped']} without ground truth within "
+                           f"{tolerance_ms:g} ms); see {out / 'summary.json'}")
+    return (0 if summary["passed"] else 1), summary
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _append_realtime_report(path: Path, s: dict[str, Any]) -> None:
+    from awml_deploy_core.bundle import atomic_write_text
+    from awml_deploy_core.report import markdown_table
+
+    rt = s["realtime"]
+    e2e = rt.get("end_to_end_ms") or {}
+    late = rt.get("player_late_ms") or {}
+    md = [path.read_text().rstrip("\n"), "", f"## Real time (rate {rt['rate']:g})", "",
+          markdown_table(["", ""], [
+              ["inputs sent / recorded / outputs", f"{rt['inputs_sent']} / {rt['inputs_recorded']} / {rt['outputs']}"],
+              ["dropped (input without output)", f"{rt['dropped']} ({_fmt(100 * (rt['drop_rate'] or 0))}%): "
+                                                  "listed below, excluded from AP, failed frames for frame criteria"],
+              ["end-to-end latency p50 / p90 / p99 / max [ms]",
+               f"{_fmt(e2e.get('p50'))} / {_fmt(e2e.get('p90'))} / {_fmt(e2e.get('p99'))} / {_fmt(e2e.get('max'))} "
+               f"(from the {rt['end_to_end_reference']} to the output's arrival)"],
+              ["output rate [Hz]", _fmt(rt.get("output_rate_hz"), 2)],
+              ["input rate played [Hz]", _fmt(rt.get("input_rate_hz"), 2)],
+              ["player lateness p99 / max [ms]", f"{_fmt(late.get('p99'))} / {_fmt(late.get('max'))}"],
+              ["inputs the recorder missed / outputs without a sent input",
+               f"{rt.get('inputs_missed_by_recorder')} / {rt['outputs_without_input']}"],
+              ["node", rt.get("node_source")], ["recording", rt["recording"]],
+          ]), ""]
+    a = s.get("offline_agreement")
+    if a:
+        md += ["### Agreement with the offline replay", "",
+               f"{a['identical']}/{a['compared']} frames processed in both are identical (TP/FP/FN per class, number "
+               f"of detections); {a['dropped_in_realtime']} dropped in real time (not compared). Offline run: "
+               f"{a['offline_run']}.", ""]
+        if a["mismatched"]:
+            md += [markdown_table(["frame", "stamp [s]", "differs in"], [
+                [m["index"], f"{m['stamp_ns'] / 1e9:.3f}", ", ".join(m["diff"])] for m in a["mismatched"][:50]]), ""]
+    dropped = s.get("dropped_frames") or []
+    if dropped:
+        md += [f"### Dropped frames ({len(dropped)}; no output, never scored)", "",
+               markdown_table(["frame", "stamp [s]"], [[d["index"], f"{d['stamp_ns'] / 1e9:.3f}"]
+                                                       for d in dropped[:100]])]
+        if len(dropped) > 100:
+            md.append(f"... and {len(dropped) - 100} more (summary.json: dropped_frames)")
+        md.append("")
+    atomic_write_text(path, "\n".join(md) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    from awml_deploy_core.data.rosbag_io import DEFAULT_LIDAR_TOPIC
+
+    p = argparse.ArgumentParser(
+        prog="replay_evaluation",
+        description="Replay a rosbag in real time through centerpoint_node (separate processes, real DDS) and score "
+                    "the recorded outputs like `awml-deploy replay-eval`, with drops, end-to-end latency and output "
+                    "rate.")
+    p.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
+    p.add_argument("--config", required=True, help="deploy config YAML (see config/centerpoint.yaml)")
+    p.add_argument("--backend", choices=["onnxruntime", "pytorch", "tensorrt"], default="onnxruntime",
+                   help="backend (default: onnxruntime, from the bundle in the config's work_dir)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: 1.0, the recorded rate)")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt-topic", help="ground-truth topic in BAG (default: /awml/ground_truth/objects if present)")
+    gt.add_argument("--gt-info", help="ground truth as an AWML info file, matched by timestamp")
+    p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
+    p.add_argument("--objects-topic", default=DEFAULT_OBJECTS_TOPIC, help=f"node output (default: "
+                                                                         f"{DEFAULT_OBJECTS_TOPIC})")
+    p.add_argument("--tolerance-ms", type=float, default=75.0,
+                   help="max |cloud stamp - ground-truth stamp| for a frame to be scored (default: 75)")
+    p.add_argument("--criteria", help="pass/fail criteria YAML (see config/replay_criteria.yaml)")
+    p.add_argument("--out", help="output folder (default: <work_dir>/replay/<bag>_<backend>_realtime)")
+    p.add_argument("--work-dir", help="bundle folder (overrides the config's work_dir)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
+    p.add_argument("--checkpoint", help="PyTorch checkpoint (overrides the config's checkpoint)")
+    p.add_argument("--grace-s", type=float, default=3.0,
+                   help="after the last cloud, wait this long for outputs still in flight (default: 3)")
+    p.add_argument("--start-timeout-s", type=float, default=300.0,
+                   help="how long the node may take to load its model (default: 300)")
+    p.add_argument("--record-input-data", action="store_true",
+                   help="keep the input clouds' points in the recording (default: headers only)")
+    p.add_argument("--check-offline", metavar="DIR",
+                   help="compare frame by frame with the offline replay in DIR (run there first if DIR holds none)")
+    p.add_argument("--recording", metavar="DIR",
+                   help="score this existing recording (output_recorder's bag) instead of running the processes")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from awml_deploy_core.bundle import ensure_writable_dir
+    from awml_deploy_core.config import load_deploy_config
+    from awml_deploy_core.data.rosbag_io import POINTCLOUD2, BagReader
+    from awml_deploy_core.errors import UsageError
+    from awml_deploy_core.replay.criteria import check_criteria, load_criteria
+    from awml_deploy_core.replay.scoring import open_ground_truth
+
+    if not args.rate > 0:
+        raise UsageError(f"--rate must be > 0, got {args.rate}")
+    if not args.tolerance_ms >= 0:
+        raise UsageError(f"--tolerance-ms must be >= 0, got {args.tolerance_ms}")
+    if not args.grace_s >= 0:
+        raise UsageError(f"--grace-s must be >= 0, got {args.grace_s}")
+    overrides = {k: v for k, v in {"work_dir": args.work_dir, "device": args.device,
+                                   "checkpoint": args.checkpoint}.items() if v is not None}
+    cfg = load_deploy_config(args.config, overrides)
+    criteria = None
+    if args.criteria:
+        criteria = load_criteria(args.criteria)
+        check_criteria(criteria, cfg.model.class_names, cfg.evaluate.distance_thresholds, args.criteria)
+    bag = Path(args.bag).expanduser().resolve()
+    with BagReader(bag) as reader:  # fail before starting anything: lidar topic and ground truth must be there
+        reader.require(args.lidar_topic, (POINTCLOUD2,), "lidar")
+        gt = open_ground_truth(reader, cfg.model.class_names, args.gt_topic, args.gt_info)
+        log.info("bag %s: %d clouds on %s; ground truth: %s (%s)", bag, reader.topics[args.lidar_topic].count,
+                 args.lidar_topic, gt.source, gt.span())
+    out = Path(args.out) if args.out else Path(cfg.work_dir) / "replay" / f"{bag.name}_{args.backend}_realtime"
+    out = ensure_writable_dir(out.expanduser().resolve())
+    for stale in ("summary.json", "report.md", "frames.jsonl"):
+        (out / stale).unlink(missing_ok=True)
+
+    if args.recording:
+        info = RunInfo(args.rate, Path(args.recording).expanduser().resolve(), None, node_source="(recording)")
+        sent = info.recording.parent / "sent.jsonl"
+        info.sent_log = sent if sent.is_file() else None
+    else:
+        info = RunInfo(args.rate, out / "recording", out / "sent.jsonl")
+        if info.recording.exists():
+            shutil.rmtree(info.recording)  # this command's own output of an earlier run
+        params, info.node_source = node_parameters(cfg, args.backend, out)
+        node_params = write_node_params(params, out / "node.param.yaml")
+        run_processes(bag, args.lidar_topic, args.objects_topic, node_params, out, args.rate, args.grace_s,
+                      args.start_timeout_s, args.record_input_data, info)
+        if not info.recording.exists() or (info.stopped and not _lines(info.sent_log)):
+            # nothing was played: nothing to score (the recorder or the node did not start, or an early Ctrl-C)
+            if info.stopped == "interrupted":
+                return EXIT_INTERRUPTED
+            from awml_deploy_core.errors import AwmlDeployError
+
+            raise AwmlDeployError(info.error or f"no recording in {info.recording}")
+        if info.stopped == "error":
+            log.error("%s; scoring what was recorded", info.error)
+
+    check = None
+    if args.check_offline:
+        check = Path(args.check_offline).expanduser().resolve()
+        if not (check / "summary.json").is_file():
+            from awml_deploy_core.replay.offline import replay_evaluate
+
+            log.info("offline replay of the same bag and backend into %s, for the agreement check", check)
+            replay_evaluate(bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+                            gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, out_dir=check)
+    code, s = score(info.recording, bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+                    gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, criteria=criteria, out=out, info=info,
+                    check_offline=check)
+    _print_summary(s, out)
+    return code
+
+
+def _print_summary(s: dict[str, Any], out: Path) -> None:
+    c, rt = s["counts"], s["realtime"]
+    e2e = rt.get("end_to_end_ms") or {}
+    total = (s["latency_ms"].get("total") or {})
+    m = s.get("map_at_2m")
+    print(f"{c['frames']} inputs: {c['scored']} scored, {c['skipped']} skipped, {c['dropped']} dropped (no output; "
+          f"listed, not scored); mAP@2m {'-' if m is None else round(m, 4)}")
+    print(f"end-to-end latency p50/p90/p99 {_fmt(e2e.get('p50'))}/{_fmt(e2e.get('p90'))}/{_fmt(e2e.get('p99'))} ms; "
+          f"node total p50/p99 {_fmt(total.get('p50'))}/{_fmt(total.get('p99'))} ms; output rate "
+          f"{_fmt(rt.get('output_rate_hz'), 2)} Hz (input {_fmt(rt.get('input_rate_hz'), 2)} Hz, rate {rt['rate']:g})")
+    a = s.get("offline_agreement")
+    if a:
+        print(f"offline agreement: {a['identical']}/{a['compared']} frames identical, {len(a['mismatched'])} differ, "
+              f"{a['dropped_in_realtime']} dropped in real time")
+    for g in s["gates"]:
+        print(f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}: {g['detail']}")
+    if not s["complete"]:
+        print(f"PARTIAL: {s['stopped']}" + (f" ({s['error']})" if s.get("error") else ""))
+    print(f"report: {out / 'report.md'} (summary.json, frames.jsonl, recording/)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from awml_deploy_core.errors import AwmlDeployError
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        code = run(args)
+    except AwmlDeployError as e:
+        print(f"replay_evaluation: error: {e}", file=sys.stderr, flush=True)
+        if args.log_level == "DEBUG":
+            raise
+        code = e.exit_code
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()
