@@ -11,7 +11,7 @@ Arguments that set parameters override the parameter file (their defaults are th
 Without `launch` (not installable everywhere), the same node starts with this one command, from the workspace
 root (`ros2 run awml_deploy_nodes centerpoint_node --ros-args ...` on a ROS install):
 
-$ install/awml_deploy_nodes/lib/awml_deploy_nodes/centerpoint_node --ros-args --params-file config/centerpoint_trt.param.yaml -p bundle_dir:=work_dirs/centerpoint -p precision:=fp16 -r ~/input/pointcloud:=/sensing/lidar/pointcloud -r ~/output/objects:=/perception/object_recognition/detection/awml/objects
+$ install/awml_deploy_nodes/lib/awml_deploy_nodes/centerpoint_node --ros-args --params-file config/centerpoint_trt.param.yaml -p bundle_dir:=work_dirs/centerpoint -p precision:=fp16 -r '~/input/pointcloud:=/sensing/lidar/pointcloud' -r '~/output/objects:=/perception/object_recognition/detection/awml/objects'
 """
 
 from launch import LaunchDescription

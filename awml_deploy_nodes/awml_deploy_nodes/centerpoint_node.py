@@ -8,7 +8,7 @@ very object evaluation and verification run; the node converts the message to th
 Start it (parameters: node_params.PARAMS, or ``config/centerpoint_node.param.yaml``)::
 
     ros2 run awml_deploy_nodes centerpoint_node --ros-args --params-file config/centerpoint_node.param.yaml \\
-        -r ~/input/pointcloud:=/sensing/lidar/pointcloud
+        -r '~/input/pointcloud:=/sensing/lidar/pointcloud'
 
 (in this workspace without ``ros2``: ``install/awml_deploy_nodes/lib/awml_deploy_nodes/centerpoint_node --ros-args
 ...``, the same arguments).
