@@ -49,17 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from awml_deploy_nodes.node_params import ParamSpec, declare_read_only
+
 NODE_NAME = "bag_player"
 DECODERS = ("rclpy", "fields")
 SENSOR_TYPES = ("sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/Image")
 _END = object()
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    description: str
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -205,13 +200,7 @@ def _qos(msgtype: str) -> Any:
 
 
 def read_params(node: Any) -> dict[str, Any]:
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    values = {}
-    for spec in PARAMS:
-        node.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description,
-                                                                            read_only=True))
-        values[spec.name] = node.get_parameter(spec.name).value
+    values = declare_read_only(node, PARAMS)
     values["topics"] = [t for t in (values["topics"] or []) if t]
     if not values["bag"]:
         raise PlayerError("parameter 'bag': required (a rosbag2 folder or .mcap/.db3 file)")

@@ -49,7 +49,6 @@ from typing import Any
 
 import rclpy
 import rclpy.subscription
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
@@ -67,7 +66,7 @@ from .conversions import (
     to_autoware_detected_objects,
 )
 from .diagnostics import NodeHealth
-from .node_params import PARAMS, NodeParams, ParamError, validate
+from .node_params import PARAMS, NodeParams, ParamError, declare_read_only, validate
 
 NODE_NAME = "centerpoint"
 MALFORMED_WARN_PERIOD_S = 5.0
@@ -386,11 +385,7 @@ class CenterPointNode(Node):
 
     # ------------------------------------------------------------------ parameters
     def _read_params(self) -> NodeParams:
-        for spec in PARAMS:
-            desc = ParameterDescriptor(name=spec.name, description=spec.description, read_only=True,
-                                       additional_constraints=spec.constraints, dynamic_typing=True)
-            self.declare_parameter(spec.name, spec.default, desc)
-        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMS}
+        values = declare_read_only(self, PARAMS, dynamic_typing=True)
         # Overrides (params file, -p) that name no declared parameter are typos: refuse them rather than ignore.
         overrides = getattr(self, "_parameter_overrides", {}) or {}
         for name, param in overrides.items():

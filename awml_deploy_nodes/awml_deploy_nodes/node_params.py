@@ -41,6 +41,19 @@ class ParamSpec:
     constraints: str = ""
 
 
+def declare_read_only(node: Any, specs: tuple[ParamSpec, ...], dynamic_typing: bool = False) -> dict[str, Any]:
+    """Declare every spec as a described, read-only parameter and return {name: value}."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values = {}
+    for spec in specs:
+        desc = ParameterDescriptor(name=spec.name, description=spec.description, read_only=True,
+                                   additional_constraints=spec.constraints, dynamic_typing=dynamic_typing)
+        node.declare_parameter(spec.name, spec.default, desc)
+        values[spec.name] = node.get_parameter(spec.name).value
+    return values
+
+
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("bundle_dir", "",
               "Export bundle folder (manifest.json from `awml-deploy export`): model config, ONNX graphs, TensorRT "

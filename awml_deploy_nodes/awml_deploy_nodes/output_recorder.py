@@ -39,9 +39,10 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from awml_deploy_nodes.node_params import ParamSpec, declare_read_only
 
 NODE_NAME = "output_recorder"
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
@@ -50,13 +51,6 @@ INFERENCE_STATS = "awml_deploy_msgs/msg/InferenceStats"
 DEFAULT_OBJECTS_TOPIC = "/perception/object_recognition/detection/awml/objects"
 DEFAULT_STATS_TOPIC = "/centerpoint/debug/inference_stats"
 DEFAULT_INPUT_TOPIC = "/sensing/lidar/concatenated/pointcloud"
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    description: str
 
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -188,13 +182,7 @@ class Recorder:
 
 
 def read_params(node: Any) -> dict[str, Any]:
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    values = {}
-    for spec in PARAMS:
-        node.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description,
-                                                                            read_only=True))
-        values[spec.name] = node.get_parameter(spec.name).value
+    values = declare_read_only(node, PARAMS)
     if not values["output_bag"]:
         raise RecorderError("parameter 'output_bag': required (a rosbag2 folder to create)")
     return values
