@@ -47,9 +47,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from .config import load_deploy_config
 
-    overrides = {k: v for k, v in {"work_dir": args.work_dir, "device": args.device, "export.mode": args.mode,
-                                          "checkpoint": args.checkpoint}.items()
-                 if v is not None}
+    overrides = {"work_dir": args.work_dir, "device": args.device, "export.mode": args.mode,
+                 "checkpoint": args.checkpoint}
     cfg = load_deploy_config(args.config, overrides)
     from .deploy import run_deploy
 
@@ -112,8 +111,7 @@ def _add_replay_eval(sub: argparse._SubParsersAction) -> None:
 def _run_replay_eval(args: argparse.Namespace) -> int:
     from .config import load_deploy_config
 
-    overrides = {k: v for k, v in {"work_dir": args.work_dir, "device": args.device,
-                                   "checkpoint": args.checkpoint}.items() if v is not None}
+    overrides = {"work_dir": args.work_dir, "device": args.device, "checkpoint": args.checkpoint}
     cfg = load_deploy_config(args.config, overrides)
     criteria = None
     if args.criteria:

@@ -295,9 +295,11 @@ class DeployConfig(StrictModel):
 
 
 def load_deploy_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DeployConfig:
-    """Read a YAML deploy config; `overrides` (dotted keys) are applied before validation."""
+    """Read a YAML deploy config; `overrides` (dotted keys; None = not given) are applied before validation."""
     data = load_yaml(path)
     for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:

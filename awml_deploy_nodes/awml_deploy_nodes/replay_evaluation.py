@@ -682,8 +682,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--tolerance-ms must be >= 0, got {args.tolerance_ms}")
     if not args.grace_s >= 0:
         raise UsageError(f"--grace-s must be >= 0, got {args.grace_s}")
-    overrides = {k: v for k, v in {"work_dir": args.work_dir, "device": args.device,
-                                   "checkpoint": args.checkpoint}.items() if v is not None}
+    overrides = {"work_dir": args.work_dir, "device": args.device, "checkpoint": args.checkpoint}
     cfg = load_deploy_config(args.config, overrides)
     criteria = None
     if args.criteria:
