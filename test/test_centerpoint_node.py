@@ -122,8 +122,9 @@ def expected_objects(pipeline, msg, class_names, with_velocity: bool, frame_id: 
 
 def offline_pipelines(ckpt: Path, threshold: float | None, onnx_dir: Path | None):
     """The evaluation-side pipelines, built from core helpers only (independently of the node's code)."""
-    from awml_deploy_core.backends.onnxruntime_backend import onnxruntime_runners
-    from awml_deploy_core.backends.torch_backend import torch_runners
+    from awml_deploy_core.backends.base import RunnerSet
+    from awml_deploy_core.backends.onnxruntime_backend import OrtGraphRunner
+    from awml_deploy_core.loader import torch_runners
     from awml_deploy_core.bundle import Bundle
     from awml_deploy_core.models.checkpoint import load_checkpoint
     from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
@@ -131,10 +132,11 @@ def offline_pipelines(ckpt: Path, threshold: float | None, onnx_dir: Path | None
     model, cfg = load_checkpoint(ckpt)
     if threshold is not None:
         cfg = cfg.model_copy(update={"score_threshold": threshold, "class_score_thresholds": None})
-    out = {"pytorch": CenterPointPipeline(cfg, torch_runners(model, "cpu"), "cpu")}
+    out = {"pytorch": CenterPointPipeline(cfg, torch_runners(model, cfg, "cpu"), "cpu")}
     if onnx_dir is not None:
         b = Bundle.open(onnx_dir)
-        out["onnxruntime"] = CenterPointPipeline(cfg, onnxruntime_runners(b.verify("encoder"), b.verify("head")), "cpu")
+        ort = RunnerSet({k: OrtGraphRunner(b.verify(k), f"ort:{k}") for k in ("encoder", "head")}, "onnxruntime")
+        out["onnxruntime"] = CenterPointPipeline(cfg, ort, "cpu")
     return out, cfg
 
 

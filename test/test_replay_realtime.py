@@ -89,9 +89,9 @@ def _offline_detections(setup) -> dict:
     """{stamp: Boxes3D} of the offline pipeline (the one replay-eval runs) on every cloud of the drive."""
     if "dets" not in setup:
         from awml_deploy_core.data.rosbag_io import BagReader, read_clouds
-        from awml_deploy_core.deploy import build_pipeline
+        from awml_deploy_core.loader import load_pipeline
 
-        pipeline, _ = build_pipeline(setup["cfg"], "onnxruntime")
+        pipeline = load_pipeline(setup["cfg"], "onnxruntime").pipeline
         with BagReader(setup["bag"]) as r:
             setup["dets"] = {s: pipeline(pts).detections for s, _, pts in read_clouds(r, LIDAR)}
     return setup["dets"]

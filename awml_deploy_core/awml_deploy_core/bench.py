@@ -11,7 +11,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -117,22 +116,15 @@ def bench_metrics(rows: list[tuple[str, str, str]], repeats: int) -> None:
 
 
 def bench_backends(rows: list[tuple[str, str, str]], repeats: int) -> None:
-    """ONNX Runtime CPU vs PyTorch CPU on the backbone/neck/head, alternated in one run."""
-    from .backends.onnxruntime_backend import onnxruntime_runners
-    from .backends.torch_backend import torch_runners
-    from .config import CenterPointModelConfig
-    from .export.onnx_export import export_centerpoint_onnx
-    from .models.centerpoint import build_centerpoint, graph_shapes
+    """ONNX Runtime CPU vs PyTorch CPU on the backbone/neck/head of the shipped model, alternated in one run."""
+    from .loader import load_pipeline
+    from .models.centerpoint import graph_shapes
 
-    cfg = CenterPointModelConfig()
-    torch.manual_seed(0)
-    model = build_centerpoint(cfg).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        g = export_centerpoint_onnx(model, cfg, Path(tmp))
-        ort_r = onnxruntime_runners(g["encoder"].path, g["head"].path)
-        pt_r = torch_runners(model)
-        x = {"spatial_features": torch.randn(graph_shapes(cfg).spatial_features)}
-        med = interleaved_ms({"pytorch": lambda: pt_r.head(x), "onnxruntime": lambda: ort_r.head(x)}, repeats)
+    with tempfile.TemporaryDirectory() as tmp, load_pipeline(None, "pytorch") as pt, \
+            load_pipeline(None, "onnxruntime", onnx_cache_dir=tmp) as ort:
+        x = {"spatial_features": torch.randn(graph_shapes(pt.cfg.model).spatial_features)}
+        pt_head, ort_head = pt.pipeline.runners["head"], ort.pipeline.runners["head"]
+        med = interleaved_ms({"pytorch": lambda: pt_head(x), "onnxruntime": lambda: ort_head(x)}, repeats)
     rows.append(("backbone/head PyTorch CPU", f"{med['pytorch']:.1f} ms", "median, alternated with ONNX Runtime"))
     rows.append(("backbone/head ONNX Runtime CPU", f"{med['onnxruntime']:.1f} ms",
                  f"ratio ORT/PyTorch = {med['onnxruntime'] / med['pytorch']:.2f}"))

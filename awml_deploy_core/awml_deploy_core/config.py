@@ -271,6 +271,8 @@ class OnnxRuntimeConfig(StrictModel):
 class DeployConfig(StrictModel):
     """The whole `export` job: model -> bundle -> verification -> evaluation."""
 
+    # The model family (families/__init__.py FAMILIES): which declaration builds, exports and scores the model.
+    family: str = "centerpoint"
     model: CenterPointModelConfig = Field(default_factory=CenterPointModelConfig)
     checkpoint: str = DEFAULT_CHECKPOINT
     work_dir: str = "work_dirs/centerpoint"
@@ -280,6 +282,15 @@ class DeployConfig(StrictModel):
     onnxruntime: OnnxRuntimeConfig = Field(default_factory=OnnxRuntimeConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        from .families import FAMILIES
+
+        if v not in FAMILIES:
+            raise ValueError(f"unknown model family; known: {', '.join(sorted(FAMILIES))}")
+        return v
 
     @model_validator(mode="after")
     def _backends_have_artifacts(self) -> "DeployConfig":

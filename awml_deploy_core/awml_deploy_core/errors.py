@@ -38,7 +38,5 @@ class BackendUnavailableError(AwmlDeployError):
     """A backend was asked for whose runtime is not installed here (exit code 3)."""
 
 
-class GateFailedError(AwmlDeployError):
-    """A verification or evaluation gate failed (exit code 1)."""
-
-    exit_code = 1
+class RunnerError(AwmlDeployError, ValueError):
+    """A graph runner was called wrongly: inputs that do not fit its graph, or after ``close()`` (exit code 3)."""

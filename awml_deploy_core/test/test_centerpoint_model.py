@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from awml_deploy_core.backends.base import CenterPointRunners, GraphRunner
-from awml_deploy_core.backends.torch_backend import torch_runners
+from awml_deploy_core.backends.base import GraphRunner, RunnerSet
+from awml_deploy_core.loader import torch_runners
 from awml_deploy_core.config import CenterPointModelConfig, awml_base_model
 from awml_deploy_core.models.centerpoint import (
     HEAD_OUTPUT_NAMES,
@@ -133,8 +133,8 @@ def _cloud(n: int, seed: int = 0) -> np.ndarray:
 
 def test_pipeline_runs_and_is_deterministic(small):
     cfg, model = small
-    runners = torch_runners(model, "cpu")
-    assert isinstance(runners.encoder, GraphRunner) and isinstance(runners, CenterPointRunners)
+    runners = torch_runners(model, cfg, "cpu")
+    assert isinstance(runners["encoder"], GraphRunner) and isinstance(runners, RunnerSet)
     pipe = CenterPointPipeline(cfg, runners)
     pts = _cloud(20000)
     a, b = pipe(pts, return_raw=True), pipe(torch.from_numpy(pts))
@@ -152,7 +152,7 @@ def test_pipeline_runs_and_is_deterministic(small):
 
 def test_pipeline_empty_cloud_and_bad_input(small):
     cfg, model = small
-    pipe = CenterPointPipeline(cfg, torch_runners(model, "cpu"))
+    pipe = CenterPointPipeline(cfg, torch_runners(model, cfg, "cpu"))
     out = pipe(np.zeros((0, 5), np.float32))
     assert len(out.detections) == 0 and out.stats.num_voxels == 0
     out = pipe(np.full((10, 4), 1000.0, np.float32))  # all out of range

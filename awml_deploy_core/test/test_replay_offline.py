@@ -30,7 +30,8 @@ from awml_deploy_core.evaluate import evaluate_backend
 from awml_deploy_core.models.centerpoint import build_centerpoint
 from awml_deploy_core.models.checkpoint import save_checkpoint
 from awml_deploy_core.replay.criteria import ReplayCriteria, load_criteria
-from awml_deploy_core.replay.offline import benchmark_overhead, build_pipeline, replay_evaluate
+from awml_deploy_core.loader import load_pipeline
+from awml_deploy_core.replay.offline import benchmark_overhead, replay_evaluate
 from awml_deploy_core.replay.report import compare_runs
 from awml_deploy_core.replay.scoring import FrameRecord, GroundTruth, detected_objects_to_boxes, score_frames
 
@@ -108,7 +109,7 @@ def test_replay_equals_info_evaluation_and_recorded_scoring(setup, run_a):
     assert (run_a.out_dir / "report.md").exists() and (run_a.out_dir / "plots" / "pr_curves.png").exists()
     assert set(s["metrics"]["band_ap"]) == {"0-20m", "20-40m", "40m+"}
 
-    pipeline, _ = build_pipeline(cfg, "pytorch")
+    pipeline = load_pipeline(cfg, "pytorch").pipeline
     ds = InfoDataset(bag.info_path, class_names=cfg.model.class_names)
     samples = [ds[i] for i in range(len(ds))]
     ev = evaluate_backend("pytorch", pipeline, samples, cfg.evaluate, progress=False)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from awml_deploy_core.backends.torch_backend import torch_runners
+from awml_deploy_core.loader import torch_runners
 from awml_deploy_core.bundle import Bundle, sha256_file
 from awml_deploy_core.config import CenterPointModelConfig, DataConfig, DeployConfig, ExportConfig, TensorRTConfig
 from awml_deploy_core.errors import ConfigError
@@ -265,7 +265,7 @@ def frames(tmp_path_factory):
     dataset = open_dataset(DataConfig(num_frames=3), tmp_path_factory.mktemp("data"), cfg.class_names,
                            progress=False)
     torch.manual_seed(0)
-    pipe = CenterPointPipeline(cfg, torch_runners(build_centerpoint(cfg).eval()), "cpu")
+    pipe = CenterPointPipeline(cfg, torch_runners(build_centerpoint(cfg).eval(), cfg), "cpu")
     return cfg, take_samples(dataset, 3, progress=False), pipe
 
 
@@ -401,8 +401,8 @@ def _require_trt_gpu():
 @pytest.mark.parametrize("precision", ["fp16", "fp32_tf32"])
 def test_real_engines_match_onnxruntime(tmp_path, precision):
     _require_trt_gpu()
-    from awml_deploy_core.backends.onnxruntime_backend import onnxruntime_runners
-    from awml_deploy_core.backends.tensorrt_backend import tensorrt_runners
+    from awml_deploy_core.backends.onnxruntime_backend import OrtGraphRunner
+    from awml_deploy_core.backends.tensorrt_backend import TrtGraphRunner
     from awml_deploy_core.export.tensorrt_build import build_engines
 
     model_cfg = CenterPointModelConfig(max_voxels=4000)
@@ -420,19 +420,20 @@ def test_real_engines_match_onnxruntime(tmp_path, precision):
         cfg, Bundle.open(tmp_path), onnx=onnx)["graphs"]["encoder"]["_key"])
     assert ok, reason  # recorded and reusable at once
 
-    trt_r = tensorrt_runners(engines["encoder"], engines["head"], "cuda")
-    ort_r = onnxruntime_runners(onnx["encoder"], onnx["head"])
+    trt_r = {"encoder": TrtGraphRunner(engines["encoder"], "trt:encoder", "cuda", pad_rows_to_min=True),
+             "head": TrtGraphRunner(engines["head"], "trt:head", "cuda")}
+    ort_r = {k: OrtGraphRunner(p, f"ort:{k}") for k, p in onnx.items()}
     tol = cfg.verify.tolerances[verification_precision(precision)]
     g = torch.Generator().manual_seed(1)
     for v in (3, 64, 777, 4000):  # below the profile minimum (padded), at it, in range, at the maximum
-        x = torch.randn(v, 20, 11, generator=g)
-        ref = ort_r.encoder({"input_features": x})["pillar_features"]
-        out = trt_r.encoder({"input_features": x.cuda()})["pillar_features"]
+        x = torch.randn(v, model_cfg.max_points_per_voxel, model_cfg.encoder_in_features, generator=g)
+        ref = ort_r["encoder"]({"input_features": x})["pillar_features"]
+        out = trt_r["encoder"]({"input_features": x.cuda()})["pillar_features"]
         assert tuple(out.shape) == (v, model_cfg.pillar_channels)
         torch.testing.assert_close(out.float().cpu(), ref, atol=tol.atol, rtol=tol.rtol)
     s = torch.randn(1, model_cfg.pillar_channels, 256, 256, generator=g)
-    ref = ort_r.head({"spatial_features": s})
-    out = trt_r.head({"spatial_features": s.cuda()})
+    ref = ort_r["head"]({"spatial_features": s})
+    out = trt_r["head"]({"spatial_features": s.cuda()})
     assert list(out) == list(ref)  # heatmap, reg, height, dim, rot, vel: Autoware's order
     for k in ref:
         torch.testing.assert_close(out[k].float().cpu(), ref[k], atol=tol.atol, rtol=tol.rtol)

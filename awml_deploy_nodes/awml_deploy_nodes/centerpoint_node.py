@@ -43,8 +43,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -54,7 +52,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
-from awml_deploy_core.errors import ArtifactError, AwmlDeployError, BackendUnavailableError
+from awml_deploy_core.errors import AwmlDeployError
 from awml_deploy_msgs.msg import DetectedObjects, InferenceStats
 from diagnostic_msgs.msg import DiagnosticArray
 
@@ -79,215 +77,29 @@ OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=R
 
 
 # --------------------------------------------------------------------------------------------------
-# Parameters -> pipeline (core helpers only)
+# Parameters -> pipeline: the core loader does all of it
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class LoadedModel:
-    pipeline: Any  # CenterPointPipeline
-    backend: str
-    precision: str  # InferenceStats.precision: fp32, tf32, fp16, int8
-    device: str
-    source: str  # where the model came from, for the start-up log line
-    with_velocity: bool
+def load_model(p: NodeParams) -> Any:
+    """bundle_dir, else config, else checkpoint, else the shipped model -> awml_deploy_core.loader.LoadedPipeline."""
+    from awml_deploy_core.loader import load_pipeline
 
-
-def default_onnx_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "awml_deploy" / "onnx"
-
-
-def onnx_from_checkpoint(model: Any, cfg: Any, ckpt_path: Path, cache_root: str | Path) -> dict[str, Path]:
-    """ONNX graphs of `model`, exported into `<cache_root>/<model name>-<key>` unless a valid export is there.
-
-    The folder is a bundle (manifest.json with config and checkpoint), so it can later be given as bundle_dir.
-    The key covers what shapes the graphs: checkpoint bytes, model architecture, opset, simplification, exporter
-    and torch versions (the same inputs the export job hashes).
-    """
-    import importlib.metadata
-
-    import torch
-
-    from awml_deploy_core.bundle import Bundle, ensure_writable_dir, sha256_file, sha256_json
-    from awml_deploy_core.deploy import EXPORTER_VERSION
-    from awml_deploy_core.export.onnx_export import export_centerpoint_onnx, onnx_file_names
-
-    ckpt_sha = sha256_file(ckpt_path)
-    arch = cfg.model.model_dump(mode="json", exclude={"score_threshold", "class_score_thresholds", "max_num", "nms"})
-    key = sha256_json({"checkpoint": ckpt_sha, "model": arch, "opset": cfg.export.opset,
-                       "simplify": cfg.export.simplify, "exporter": EXPORTER_VERSION, "torch": torch.__version__})
-    root = ensure_writable_dir(Path(cache_root).expanduser() / f"{cfg.model.name}-{key[:12]}")
-    bundle = Bundle.open(root)
-    names = onnx_file_names(cfg.model)
-    if all(bundle.reusable(k, key) for k in names):
-        return {k: bundle.verify(k) for k in names}
-    try:
-        version = importlib.metadata.version("awml_deploy_core")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0+unknown"
-    graphs = export_centerpoint_onnx(model, cfg.model, root, cfg.export.opset, cfg.export.simplify, version)
-    for k, g in graphs.items():
-        bundle.record(k, g.path, key, kind="onnx", opset=cfg.export.opset, simplified=g.simplified,
-                      simplify_error=g.simplify_error)
-    bundle.save(config=cfg.model_dump(mode="json"), checkpoint={"path": str(ckpt_path), "sha256": ckpt_sha})
-    return {k: g.path for k, g in graphs.items()}
-
-
-def _bundle_config(bundle: Any) -> Any:
-    from awml_deploy_core.config import DeployConfig, validate as validate_model
-
-    data = bundle.manifest.get("config")
-    if not isinstance(data, dict):
-        raise ArtifactError(f"bundle {bundle.root}: manifest.json has no 'config' section; re-run awml-deploy export")
-    return validate_model(DeployConfig, data, source=f"{bundle.root / 'manifest.json'}: config")
-
-
-def _bundle_checkpoint(bundle: Any) -> Path:
-    """The checkpoint the bundle was exported from, after checking it still has the recorded sha256."""
-    from awml_deploy_core.bundle import sha256_file
-
-    entry = bundle.manifest.get("checkpoint") or {}
-    path = Path(entry.get("path", ""))
-    if not entry.get("path") or not path.is_file():
-        raise ArtifactError(f"bundle {bundle.root}: the checkpoint it was exported from ({entry.get('path')}) is not "
-                            f"there; set the 'checkpoint' parameter (backend pytorch runs the checkpoint)")
-    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-        raise ArtifactError(f"bundle {bundle.root}: checkpoint {path} changed since the export (sha256 differs from "
-                            f"the manifest); re-run export or set the 'checkpoint' parameter")
-    return path
-
-
-def _trt_precision_name(policy: str) -> str:
-    from awml_deploy_core.export.tensorrt_build import verification_precision
-
-    return verification_precision(policy)
-
-
-def build_pipeline(p: NodeParams) -> LoadedModel:
-    """Bundle / config / checkpoint + backend -> the core CenterPointPipeline, with core helpers only."""
-    import torch
-
-    from awml_deploy_core.bundle import Bundle
-    from awml_deploy_core.config import DEFAULT_CHECKPOINT, CenterPointModelConfig, DeployConfig, load_deploy_config
-    from awml_deploy_core.deploy import resolve_checkpoint
-    from awml_deploy_core.models.checkpoint import load_checkpoint
-    from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
-
-    if p.backend == "tensorrt":
-        from awml_deploy_core.backends.tensorrt_backend import import_tensorrt
-
-        import_tensorrt()  # one clear line when TensorRT is absent, before looking for a bundle, engines or a GPU
-
-    bundle = cfg = None
-    source = ""
-    if p.bundle_dir:
-        root = Path(p.bundle_dir).expanduser()
-        if not (root / "manifest.json").is_file():
-            raise ParamError(f"parameter 'bundle_dir': {root} holds no manifest.json (make one with `awml-deploy export "
-                             f"CONFIG --work-dir {root}`)")
-        bundle = Bundle.open(root)
-        cfg = _bundle_config(bundle)
-        source = f"bundle {root}"
-    elif p.config:
-        cfg = load_deploy_config(p.config)
-        source = f"config {p.config}"
-
-    if p.backend == "tensorrt":
-        if bundle is None:
-            raise ParamError("parameter 'bundle_dir': the tensorrt backend runs the engines of an export bundle; "
-                             "set bundle_dir to the work_dir of `awml-deploy export CONFIG --mode both`")
-
-    # The model: needed for pytorch, and for onnxruntime when there is no bundle to take the graphs from.
-    model = None
-    ckpt_path = None
-    if p.backend == "pytorch" or (p.backend == "onnxruntime" and bundle is None):
-        if p.checkpoint:
-            uri = p.checkpoint
-        elif bundle is not None:
-            uri = str(_bundle_checkpoint(bundle))
-        elif cfg is not None:
-            uri = cfg.checkpoint
-        else:
-            uri = DEFAULT_CHECKPOINT
-        try:
-            ckpt_path = resolve_checkpoint(uri)
-        except AwmlDeployError as e:
-            if p.checkpoint:
-                raise type(e)(f"parameter 'checkpoint': {e}") from None
-            if cfg is None:
-                raise type(e)(f"bundle_dir, config and checkpoint are all empty and the shipped checkpoint is not "
-                              f"installed ({e}); set one of them") from None
-            raise
-        model, model_cfg = load_checkpoint(ckpt_path, cfg.model if cfg is not None else None)
-        if cfg is None:
-            cfg = DeployConfig(model=model_cfg, checkpoint=str(ckpt_path))
-            source = f"checkpoint {ckpt_path}"
-        else:
-            source += f", checkpoint {ckpt_path}"
-
-    model_cfg = cfg.model
+    overrides = None
     if p.score_threshold is not None:
-        model_cfg = CenterPointModelConfig.model_validate(
-            {**model_cfg.model_dump(), "score_threshold": p.score_threshold, "class_score_thresholds": None})
-    if len(p.class_names) != len(model_cfg.class_names):
+        overrides = {"score_threshold": p.score_threshold, "class_score_thresholds": None}
+    try:
+        loaded = load_pipeline(p.bundle_dir or p.config or p.checkpoint or None, p.backend, p.device or None,
+                               checkpoint=p.checkpoint or None, precision=p.precision, model_overrides=overrides,
+                               onnx_cache_dir=p.onnx_cache_dir or None)
+    except AwmlDeployError as e:
+        named = [n for n in ("checkpoint", "bundle_dir", "config") if getattr(p, n) and getattr(p, n) in str(e)]
+        raise type(e)(f"parameter '{named[0]}': {e}" if named else str(e)) from None
+    names = loaded.cfg.model.class_names
+    if len(p.class_names) != len(names):
+        loaded.close()
         raise ParamError(f"parameter 'class_names': {len(p.class_names)} names {list(p.class_names)} but the model has "
-                         f"{len(model_cfg.class_names)} classes {list(model_cfg.class_names)}; list the model's classes")
-
-    device = p.device or cfg.device
-    if p.backend == "tensorrt" and not device.startswith("cuda"):
-        device = "cuda"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailableError(f"device '{device}' asked for (parameter 'device' or the config), but torch sees "
-                                      f"no CUDA device here; use device cpu")
-
-    precision = "fp32"
-    if p.backend == "pytorch":
-        from awml_deploy_core.backends.torch_backend import torch_runners
-
-        runners = torch_runners(model, device)
-    elif p.backend == "onnxruntime":
-        from awml_deploy_core.backends.onnxruntime_backend import onnxruntime_runners
-        from awml_deploy_core.export.onnx_export import onnx_file_names
-
-        if bundle is not None:
-            paths = {k: bundle.verify(k) for k in onnx_file_names(model_cfg)}
-        else:
-            paths = onnx_from_checkpoint(model, cfg, ckpt_path, p.onnx_cache_dir or default_onnx_cache())
-            source += f", ONNX cache {paths['encoder'].parent}"
-        o = cfg.onnxruntime
-        runners = onnxruntime_runners(paths["encoder"], paths["head"], o.providers, o.graph_optimization,
-                                      o.intra_op_threads, o.allow_spinning)
-    else:
-        from awml_deploy_core.backends.tensorrt_backend import tensorrt_runners
-        from awml_deploy_core.export.tensorrt_plan import GRAPHS, engine_artifact
-
-        engines = {}
-        for graph in GRAPHS:
-            entry = bundle.artifacts.get(engine_artifact(graph))
-            if entry is None:
-                raise ArtifactError(f"bundle {bundle.root}: no TensorRT {graph} engine; build them with "
-                                    f"`awml-deploy export CONFIG --mode trt` (export.tensorrt.precision {p.precision})")
-            if entry.get("precision") != p.precision:
-                raise ParamError(f"parameter 'precision': the bundle's {graph} engine was built with precision "
-                                 f"{entry.get('precision')!r}, not {p.precision!r}; set precision to "
-                                 f"{entry.get('precision')!r} or rebuild the engines")
-            engines[graph] = bundle.verify(engine_artifact(graph))
-        runners = tensorrt_runners(engines["encoder"], engines["head"], device)
-        precision = _trt_precision_name(p.precision)
-
-    pipeline = CenterPointPipeline(model_cfg, runners, device)
-    return LoadedModel(pipeline, p.backend, precision, device, source, model_cfg.with_velocity)
-
-
-def _warm_up(pipeline: Any) -> None:
-    """One inference on a small random cloud: first-call initialisation does not land on the first real frame."""
-    import numpy as np
-
-    r = pipeline.cfg.point_cloud_range
-    rng = np.random.default_rng(0)
-    pts = np.zeros((2000, 5), np.float32)
-    for axis in range(3):
-        pts[:, axis] = rng.uniform(r[axis], r[axis + 3], len(pts))
-    pipeline(pts)
+                         f"{len(names)} classes {list(names)}; list the model's classes")
+    loaded.pipeline(loaded.family.warm_up_input(loaded.cfg.model))  # first-call set-up off the first real frame
+    return loaded
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,9 +167,8 @@ class CenterPointNode(Node):
         super().__init__(node_name, **kwargs)
         self.params = self._read_params()
         autoware_type = _autoware_objects_type() if self.params.publish_autoware_objects else None
-        self.model = build_pipeline(self.params)
+        self.model = load_model(self.params)
         self.pipeline = self.model.pipeline
-        _warm_up(self.pipeline)
 
         p = self.params
         self.health = NodeHealth(self.get_fully_qualified_name(), p.processing_time_budget_ms, MALFORMED_KINDS,
@@ -446,11 +257,11 @@ class CenterPointNode(Node):
         self.health.on_accepted(info.byte_swapped, info.organized, info.empty, info.non_finite)
         out = self.pipeline(points)
         header = Header(stamp=msg.header.stamp, frame_id=self.params.frame_id or msg.header.frame_id)
-        objects = boxes_to_detected_objects(out.detections, self.params.class_names, header, self.model.with_velocity)
+        objects = boxes_to_detected_objects(out.detections, self.params.class_names, header, self.pipeline.cfg.with_velocity)
         autoware = None
         if self._autoware_pub is not None:
             autoware = to_autoware_detected_objects(out.detections, self.params.class_names, header,
-                                                    self.model.with_velocity)
+                                                    self.pipeline.cfg.with_velocity)
         now_ns = self.get_clock().now().nanoseconds
         total_ms = (time.perf_counter() - t0) * 1e3
         self._objects_pub.publish(objects)
@@ -476,8 +287,10 @@ class CenterPointNode(Node):
 
     # ------------------------------------------------------------------ shutdown
     def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker, then release the backend (sessions, engines, device memory)."""
         self._mailbox.close()
         self._worker.join(timeout)
+        self.model.close()
 
 
 GIL_SWITCH_INTERVAL_S = 0.0005

@@ -464,7 +464,7 @@ def _stats(values: list[float]) -> dict[str, Any] | None:
 
 def _checkpoint_info(cfg: Any, backend: str) -> dict[str, Any]:
     from awml_deploy_core.bundle import sha256_file
-    from awml_deploy_core.deploy import resolve_checkpoint
+    from awml_deploy_core.loader import resolve_checkpoint
 
     try:
         ckpt = resolve_checkpoint(cfg.checkpoint)

@@ -1,5 +1,8 @@
-"""Backends behind one tiny interface (``GraphRunner``): torch here; onnxruntime and tensorrt alongside."""
+"""Backends behind one small interface (``GraphRunner``): pytorch, onnxruntime and tensorrt.
 
-from .base import CenterPointRunners, GraphRunner
+Which backend builds the runners of a model is decided in one place: ``awml_deploy_core.loader.select_runners``.
+"""
 
-__all__ = ["CenterPointRunners", "GraphRunner"]
+from .base import GraphRunner, RunnerSet, TensorSpec
+
+__all__ = ["GraphRunner", "RunnerSet", "TensorSpec"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ArtifactError, BackendUnavailableError
-from .base import CenterPointRunners
+from .base import GraphRunner, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def check_onnx_file(path: Path) -> None:
         raise ArtifactError(f"{path}: not a valid ONNX model ({first}); re-run export to rebuild it") from None
 
 
-class OrtGraphRunner:
+class OrtGraphRunner(GraphRunner):
     def __init__(self, path: str | Path, name: str, providers: Sequence[str] = ("CPUExecutionProvider",),
                  graph_optimization: str = "all", intra_op_threads: int = 0, allow_spinning: bool = False) -> None:
         ort = _ort()
@@ -72,14 +72,13 @@ class OrtGraphRunner:
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {str(e).splitlines()[0]}") from None
         self.name = name
         self.path = path
-        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.inputs = tuple(TensorSpec(i.name, _ORT_TYPES.get(i.type), tuple(d if isinstance(d, int) else None
+                                                                               for d in i.shape))
+                            for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self.on_gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in providers)
 
-    def __call__(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise ValueError(f"{self.name}: missing inputs {missing}; expected {list(self.input_names)}")
+    def _infer_impl(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.on_gpu and all(inputs[n].is_cuda for n in self.input_names):
             return self._run_bound(inputs)
         feed = {n: inputs[n].detach().cpu().contiguous().numpy() for n in self.input_names}
@@ -100,19 +99,18 @@ class OrtGraphRunner:
                 for n, o in zip(self.output_names, outs)}
 
 
+    def _release(self) -> None:
+        # ONNX Runtime frees a session's arena and its provider state when the last reference goes.
+        self.session = None
+
+
+_ORT_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(double)": torch.float64,
+              "tensor(int64)": torch.int64, "tensor(int32)": torch.int32, "tensor(int8)": torch.int8,
+              "tensor(uint8)": torch.uint8, "tensor(bool)": torch.bool}
+
+
 def _np_dtype(t: torch.Tensor):
     import numpy as np
 
     return {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64,
             torch.int32: np.int32}[t.dtype]
-
-
-def onnxruntime_runners(encoder_path: Path, head_path: Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                        graph_optimization: str = "all", intra_op_threads: int = 0,
-                        allow_spinning: bool = False) -> CenterPointRunners:
-    kw = {"providers": providers, "graph_optimization": graph_optimization, "intra_op_threads": intra_op_threads,
-          "allow_spinning": allow_spinning}
-    return CenterPointRunners(
-        encoder=OrtGraphRunner(encoder_path, "onnxruntime:pts_voxel_encoder", **kw),
-        head=OrtGraphRunner(head_path, "onnxruntime:pts_backbone_neck_head", **kw),
-    )

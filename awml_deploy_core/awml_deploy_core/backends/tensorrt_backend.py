@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import ArtifactError, BackendUnavailableError
-from .base import CenterPointRunners
+from .base import GraphRunner, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,15 @@ _LOGGER: Any = None
 
 
 def import_tensorrt():
-    """`import tensorrt`, or one clear BackendUnavailableError saying how to get it."""
+    """`import tensorrt`, or one clear BackendUnavailableError saying how to get it: the ONE place that says
+    TensorRT is missing, for export, replay, real-time replay and the nodes alike."""
     try:
         import tensorrt
     except ImportError as e:
         raise BackendUnavailableError(
             f"the tensorrt backend needs the Python package 'tensorrt', which is not importable here ({e}); "
-            f"install TensorRT (JetPack's python3-libnvinfer on Jetson, pip install tensorrt on x86) or drop "
-            f"tensorrt from evaluate.backends / verify.scenarios"
+            f"install TensorRT (JetPack's python3-libnvinfer on Jetson, pip install 'awml_deploy_core[tensorrt]' "
+            f"on x86 with a CUDA GPU) or choose another backend (pytorch, onnxruntime)"
         ) from None
     return tensorrt
 
@@ -64,7 +65,7 @@ def _dims(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
-class TrtGraphRunner:
+class TrtGraphRunner(GraphRunner):
     """One engine behind the GraphRunner interface. `pad_rows_to_min`: inputs with fewer rows than the profile
     minimum are zero-padded and the padding cut from the outputs (valid for the voxel encoder, whose rows, the
     pillars, are encoded independently)."""
@@ -127,7 +128,8 @@ class TrtGraphRunner:
                 if is_in:
                     mn, opt, mx = e.get_profile_shape(0, i)
                     self.profile[n] = (_dims(mn), _dims(opt), _dims(mx))
-        self.input_names, self.output_names = tuple(inputs), tuple(outputs)
+        self.inputs = tuple(TensorSpec(n, None, _spec_dims(self.static[n], self.profile[n])) for n in inputs)
+        self.output_names = tuple(outputs)
 
     def _set_input_shape(self, name: str, shape: tuple[int, ...]) -> None:
         ok = (self.context.set_input_shape(name, shape) if self._v3
@@ -192,10 +194,7 @@ class TrtGraphRunner:
             self._bindings[self.index[name]] = int(ptr)
         return run_shape, rows
 
-    def __call__(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise ValueError(f"{self.name}: missing inputs {missing}; expected {list(self.input_names)}")
+    def _infer_impl(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.cuda.device(self.device):
             producer = torch.cuda.current_stream(self.device)
             self.stream.wait_stream(producer)  # inputs were written on the caller's stream
@@ -218,16 +217,24 @@ class TrtGraphRunner:
         return outs
 
 
+    def _release(self) -> None:
+        """Context before engine before runtime (TensorRT's order), then the buffers and the stream."""
+        if getattr(self, "stream", None) is not None:
+            self.stream.synchronize()
+        for attr in ("context", "engine", "runtime", "buffers", "stream"):
+            if hasattr(self, attr):
+                setattr(self, attr, None)
+        torch.cuda.empty_cache()
+
+
+def _spec_dims(static: tuple[int, ...], profile: tuple[tuple[int, ...], ...]) -> tuple[int | None, ...]:
+    """Dims fixed by the engine stay fixed; dynamic ones (-1) are None (the profile range is TensorRT's to check:
+    inputs below the minimum may still be padded by the runner)."""
+    return tuple(None if d < 0 else d for d in static)
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
         n *= d
     return n
-
-
-def tensorrt_runners(encoder_engine: str | Path, head_engine: str | Path,
-                     device: str | torch.device = "cuda") -> CenterPointRunners:
-    return CenterPointRunners(
-        encoder=TrtGraphRunner(encoder_engine, "tensorrt:pts_voxel_encoder", device, pad_rows_to_min=True),
-        head=TrtGraphRunner(head_engine, "tensorrt:pts_backbone_neck_head", device),
-    )

@@ -99,6 +99,19 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: 
     raise CheckpointError(f"{path}: state dict does not fit model {name!r}: " + "; ".join(parts))
 
 
+def stored_model_config(path: str | Path) -> CenterPointModelConfig:
+    """The model config a checkpoint carries (``model_config``), validated."""
+    path = Path(path)
+    stored = _read(path, "cpu").get("model_config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: checkpoint has no 'model_config'; pass the model config explicitly")
+    try:
+        return CenterPointModelConfig.model_validate(stored)
+    except Exception as e:
+        msg = format_validation_error(e, "model_config") if hasattr(e, "errors") else str(e)
+        raise CheckpointError(f"{path}: stored model_config is invalid: {msg}") from None
+
+
 def load_checkpoint(
     path: str | Path, cfg: CenterPointModelConfig | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[CenterPoint, CenterPointModelConfig]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..bundle import atomic_write_json, ensure_writable_dir
 from ..config import DeployConfig
-from ..deploy import build_pipeline
+from ..loader import load_pipeline
 from ..data.rosbag_io import DEFAULT_LIDAR_TOPIC, POINTCLOUD2, BagReader, cloud_to_points, stamp_to_ns
 from ..errors import AwmlDeployError, DatasetError
 from ..pipelines.centerpoint.pipeline import CenterPointPipeline
@@ -178,7 +178,8 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
         gt = open_ground_truth(reader, class_names, gt_topic, gt_info)
         log.info("bag %s: %d clouds on %s; ground truth: %s (%s)", bag, reader.topics[lidar_topic].count,
                  lidar_topic, gt.source, gt.span())
-        pipeline, ckpt = build_pipeline(cfg, backend)
+        loaded = load_pipeline(cfg, backend)
+        pipeline, ckpt = loaded.pipeline, loaded.provenance()
         out = ensure_writable_dir(Path(out_dir) if out_dir is not None else default_out_dir(cfg, bag, backend))
         for stale in ("summary.json", "report.md"):
             (out / stale).unlink(missing_ok=True)
@@ -200,6 +201,7 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
             stopped, error, failure = "error", f"unexpected {type(e).__name__}: {e}", e
         finally:
             frame_log.close()
+            loaded.close()
         wall = time.perf_counter() - t0
 
     scores = scorer.result()
@@ -280,7 +282,8 @@ def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxr
     ``ratio_paired`` (median of the per-frame ratios), and the time to read + decode every cloud of the bag alone.
     """
     bag = Path(bag)
-    pipeline, _ = build_pipeline(cfg, backend)
+    loaded = load_pipeline(cfg, backend)
+    pipeline = loaded.pipeline
     bare: list[float] = []
     clouds: list[np.ndarray] = []
 
@@ -304,6 +307,7 @@ def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxr
         replay = _replay_loop(reader, lidar_topic, pipeline, FrameScorer(gt, cfg.model.class_names), frame_log,
                               max(cfg.evaluate.warmup, 1), _StopFlag(), False, len(clouds), time_bare)
         frame_log.close()
+    loaded.close()
     med_bare, med_replay = statistics.median(bare), statistics.median(replay)
     return {
         "bag": str(bag), "backend": backend, "frames": len(replay),
@@ -316,4 +320,4 @@ def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxr
     }
 
 
-__all__ = ["ReplayOutcome", "benchmark_overhead", "build_pipeline", "default_out_dir", "replay_evaluate"]
+__all__ = ["ReplayOutcome", "benchmark_overhead", "default_out_dir", "replay_evaluate"]

@@ -35,12 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backends.torch_backend import torch_runners
 from ..config import CenterPointModelConfig
 from ..models.centerpoint import CenterPoint, build_centerpoint
 from ..models.checkpoint import save_checkpoint
 from ..pipelines.centerpoint.features import encoder_features
-from ..pipelines.centerpoint.pipeline import CenterPointPipeline
 from ..pipelines.centerpoint.voxelize import voxelize
 from ..structures import Boxes3D
 from .augment import AugmentConfig, augment_boxes, augment_points, sample_params
@@ -154,7 +152,10 @@ def evaluate_frames(
     from ..pipelines.centerpoint.decode import decode
     from ..pipelines.centerpoint.nms import nms
 
-    pipe = CenterPointPipeline(cfg, torch_runners(model, device), device)
+    from ..config import DeployConfig
+    from ..loader import load_pipeline
+
+    pipe = load_pipeline(DeployConfig(model=cfg), "pytorch", str(device), model=model).pipeline
     variants = variants or {}
     preds, gts, times = [], [], []
     var_preds: dict[str, list[Boxes3D]] = {k: [] for k in variants}

@@ -1,7 +1,7 @@
 """CenterPoint pipeline: preprocess -> encoder graph -> scatter -> head graph -> postprocess.
 
 The one implementation shared by evaluation, verification, training-time checks and the ROS nodes; the
-backend only supplies the two graph runners.
+backend only supplies the two graph runners (``runners["encoder"]``, ``runners["head"]``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...backends.base import CenterPointRunners
+from ...backends.base import RunnerSet
 from ...config import CenterPointModelConfig
 from ...models.centerpoint import HEAD_OUTPUT_NAMES, scatter_pillars
 from ...structures import Boxes3D
@@ -42,7 +42,7 @@ class PipelineOutput:
 
 
 class CenterPointPipeline:
-    def __init__(self, cfg: CenterPointModelConfig, runners: CenterPointRunners, device: str | torch.device = "cpu") -> None:
+    def __init__(self, cfg: CenterPointModelConfig, runners: RunnerSet, device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
         self.runners = runners
         self.device = torch.device(device)
@@ -57,7 +57,7 @@ class CenterPointPipeline:
     def encode(self, input_features: Tensor) -> Tensor:
         if input_features.shape[0] == 0:
             return torch.zeros(0, self.cfg.pillar_channels, device=self.device)
-        out = self.runners.encoder({"input_features": input_features})["pillar_features"]
+        out = self.runners["encoder"]({"input_features": input_features})["pillar_features"]
         return out.to(self.device).reshape(input_features.shape[0], -1)
 
     def scatter(self, pillar_features: Tensor, coords: Tensor) -> Tensor:
@@ -65,14 +65,18 @@ class CenterPointPipeline:
         return scatter_pillars(pillar_features.float(), coords, gx, gy, batch_size=1)
 
     def head(self, spatial_features: Tensor) -> dict[str, Tensor]:
-        out = self.runners.head({"spatial_features": spatial_features})
+        out = self.runners["head"]({"spatial_features": spatial_features})
         missing = [n for n in HEAD_OUTPUT_NAMES if n not in out]
         if missing:
-            raise ValueError(f"head runner {self.runners.head.name!r} did not return {missing}")
+            raise ValueError(f"head runner {self.runners['head'].name!r} did not return {missing}")
         return {n: out[n].to(self.device) for n in HEAD_OUTPUT_NAMES}
 
     def postprocess(self, head_outputs: Mapping[str, Tensor]) -> Boxes3D:
         return nms(decode(head_outputs, self.cfg), self.cfg)
+
+    def close(self) -> None:
+        """Release the backend's sessions, engines and device memory; the pipeline refuses to run afterwards."""
+        self.runners.close()
 
     # -------------------------------------------------------------------------------- all
     def _sync(self) -> None:
