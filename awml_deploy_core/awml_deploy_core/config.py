@@ -82,6 +82,11 @@ class NmsConfig(StrictModel):
             raise ValueError("every yaw norm threshold must be in [0, 1) (Autoware replaces others with 0)")
         return v
 
+    @field_validator("iou_nms", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
     @model_validator(mode="after")
     def _fields_read(self) -> "NmsConfig":
         if self.circle_nms_dist_threshold is not None and self.kind != "circle":

@@ -276,3 +276,9 @@ def test_target_class_layout_for_autoware_0_39(tmp_path):
     model["class_score_thresholds"] = [0.35, 0.4, 0.4, 0.4, 0.4]
     with pytest.raises(ConfigError, match="one score_threshold"):
         write_autoware_params(tmp_path, validate(DeployConfig, {"model": model}))
+
+
+def test_bare_yaml_off_reads_as_off():
+    data = yaml.safe_load("model:\n  nms:\n    iou_nms: off\n")  # YAML 1.1: a bare off is false
+    assert data["model"]["nms"]["iou_nms"] is False
+    assert validate(DeployConfig, data).model.nms.iou_nms == "off"
