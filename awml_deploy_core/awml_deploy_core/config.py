@@ -28,11 +28,43 @@ class StrictModel(BaseModel):
 
 # --------------------------------------------------------------------------------------------- model
 class NmsConfig(StrictModel):
+    """Suppression after decoding, in Autoware ``lidar_centerpoint``'s order: circle NMS, then IoU NMS.
+
+    Circle radius vs Autoware's ``post_process_params.circle_nms_dist_threshold``: Autoware's circle NMS uses ONE
+    radius for all classes and is class-agnostic (``circle_nms_kernel.cu`` never looks at the label: a car
+    suppresses a pedestrian whose centre is nearer than the radius). Our ``circle_radius`` is per class and only
+    suppresses within a class, which Autoware cannot express. Set ``circle_nms_dist_threshold`` to run Autoware's
+    rule exactly (``circle_radius`` is then not read); left unset, today's per-class rule runs and the Autoware
+    param-file writer reports the mismatch (export/autoware_params.py).
+
+    ``iou_nms`` is Autoware's second stage (``non_maximum_suppression.cpp``, run in the node after circle NMS):
+    boxes in descending score order; a box is removed when its BEV IoU with ANY higher-scoring box of an eligible
+    pair exceeds ``iou_nms_threshold`` (even one that was itself removed: not greedy). Eligible pairs:
+    - ``autoware`` (Autoware >= 0.40): centres within ``iou_nms_search_distance_2d`` (squared distance <=
+      squared search distance), any two classes, except a pedestrian paired with another class.
+    - ``autoware_target_classes`` (Autoware <= 0.39): both labels in ``iou_nms_target_class_names`` (at any
+      distance), OR centres within ``iou_nms_search_distance_2d`` (any two classes).
+    - ``off``: no second stage (the default: today's detections).
+    """
+
     kind: Literal["circle", "bev_iou"] = "circle"
     # Circle NMS suppresses centres closer than this (metres), one value per class. Measured on the held-out
     # synthetic set: [4, 6, 8, 1, 0.6] suppressed cars in adjacent lanes (car AP@2m 0.953 -> 0.988 halved).
     circle_radius: list[float] = Field(default_factory=lambda: [2.0, 3.0, 4.0, 0.5, 0.3])
+    # Autoware's single class-agnostic radius (metres); set = Autoware's circle rule, circle_radius unused.
+    # Autoware ignores values <= 0 (its default 1.5 m then applies), hence > 0.
+    circle_nms_dist_threshold: float | None = Field(None, gt=0.0)
     iou_threshold: float = Field(0.2, gt=0.0, le=1.0)
+    # Autoware ``post_process_params.yaw_norm_thresholds``, one per class: a candidate whose rot vector norm
+    # sqrt(rot[0]^2 + rot[1]^2) is below its class's value scores 0 and is dropped (kept when norm >= value).
+    # None = 0 for every class (off). Autoware replaces values outside [0, 1) with 0, hence the range. Applied
+    # in decode; it sits in this post-process section so that changing it leaves the exported graphs' identity.
+    yaw_norm_thresholds: list[float] | None = None
+    iou_nms: Literal["off", "autoware", "autoware_target_classes"] = "off"
+    # Our (lower-case) class names; the Autoware param writer upper-cases them. Read by autoware_target_classes only.
+    iou_nms_target_class_names: list[str] = Field(default_factory=list)
+    iou_nms_search_distance_2d: float = Field(10.0, ge=0.0)
+    iou_nms_threshold: float = Field(0.1, ge=0.0, le=1.0)
     pre_max_size: int = Field(1000, ge=1)
     post_max_size: int = Field(100, ge=1)
 
@@ -42,6 +74,28 @@ class NmsConfig(StrictModel):
         if any(r <= 0 for r in v):
             raise ValueError("every circle radius must be > 0")
         return v
+
+    @field_validator("yaw_norm_thresholds")
+    @classmethod
+    def _yaw_norm_range(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not 0.0 <= t < 1.0 for t in v):
+            raise ValueError("every yaw norm threshold must be in [0, 1) (Autoware replaces others with 0)")
+        return v
+
+    @field_validator("iou_nms", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+    @model_validator(mode="after")
+    def _fields_read(self) -> "NmsConfig":
+        if self.circle_nms_dist_threshold is not None and self.kind != "circle":
+            raise ValueError(f"nms.circle_nms_dist_threshold is only read when nms.kind is 'circle' (kind is "
+                             f"{self.kind!r}): drop it or use kind circle")
+        if self.iou_nms_target_class_names and self.iou_nms != "autoware_target_classes":
+            raise ValueError(f"nms.iou_nms_target_class_names is only read when nms.iou_nms is "
+                             f"'autoware_target_classes' (iou_nms is {self.iou_nms!r})")
+        return self
 
 
 class CenterPointModelConfig(StrictModel):
@@ -69,7 +123,9 @@ class CenterPointModelConfig(StrictModel):
     head_conv_channels: int = Field(64, ge=1)
     out_size_factor: int = Field(2, ge=1)
     with_velocity: bool = True
-    # Boxes scoring below this are dropped before NMS; per-class values override it when given.
+    # Boxes must score above this (strictly, as Autoware's ``score > threshold``) to reach NMS; per-class values
+    # override it when given. Autoware: ``post_process_params.score_thresholds`` (per class, >= 0.47) or
+    # ``score_threshold`` (one value, older).
     score_threshold: float = Field(0.1, ge=0.0, le=1.0)
     class_score_thresholds: list[float] | None = None
     max_num: int = Field(500, ge=1)
@@ -131,6 +187,12 @@ class CenterPointModelConfig(StrictModel):
             raise ValueError(f"nms.circle_radius needs 1 or {nc} values (one per class), got {len(self.nms.circle_radius)}")
         if self.class_score_thresholds is not None and len(self.class_score_thresholds) != nc:
             raise ValueError(f"class_score_thresholds needs {nc} values (one per class), got {len(self.class_score_thresholds)}")
+        if self.nms.yaw_norm_thresholds is not None and len(self.nms.yaw_norm_thresholds) != nc:
+            raise ValueError(f"nms.yaw_norm_thresholds needs {nc} values (one per class), got {len(self.nms.yaw_norm_thresholds)}")
+        unknown = [n for n in self.nms.iou_nms_target_class_names if n not in self.class_names]
+        if unknown:
+            raise ValueError(f"nms.iou_nms_target_class_names: {unknown} not in class_names {self.class_names} "
+                             "(use our names; the Autoware param writer upper-cases them)")
         return self
 
 

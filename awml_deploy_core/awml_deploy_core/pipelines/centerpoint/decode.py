@@ -9,8 +9,12 @@ does one; duplicates are removed by NMS). Then:
   w, l, h = exp(dim[0]), exp(dim[1]), exp(dim[2])
   yaw = -atan2(rot[0], rot[1]) - pi/2   (``lib/ros_utils.cpp``: "mmdet3d yaw format to ros yaw format")
   vx, vy = vel[0], vel[1]
-Scores must exceed the per-class threshold (Autoware: ``score > threshold``). Candidates are sorted by score
-(stable, so ties keep raster order) and capped at ``cfg.max_num``; centres outside the x/y range are dropped.
+Autoware's order is kept: (1) a candidate whose rot-vector norm sqrt(rot[0]^2 + rot[1]^2) is below its class's
+``nms.yaw_norm_thresholds`` value gets score 0 (the kernel keeps it when ``norm >= threshold``), (2) scores must
+exceed the per-class threshold (``score > threshold``; a zeroed score never does, thresholds being >= 0),
+(3) sort by score, then NMS (nms.py: circle, then IoU). The norm is taken in float32 as the kernel does.
+Candidates are sorted by score (stable, so ties keep raster order) and capped at ``cfg.max_num``; centres outside
+the x/y range are dropped (two steps Autoware does not have; see export/autoware_params.py for the parity notes).
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ def class_thresholds(cfg: CenterPointModelConfig) -> list[float]:
     return [cfg.score_threshold] * len(cfg.class_names)
 
 
+def yaw_norm_thresholds(cfg: CenterPointModelConfig) -> list[float]:
+    """Per-class Autoware yaw norm thresholds; unset = 0 for every class (a norm is never below 0: off)."""
+    if cfg.nms.yaw_norm_thresholds is not None:
+        return list(cfg.nms.yaw_norm_thresholds)
+    return [0.0] * len(cfg.class_names)
+
+
 def wrap_angle(a: Tensor) -> Tensor:
     """Wrap to [-pi, pi)."""
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
@@ -50,7 +61,13 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
     thr = torch.tensor(class_thresholds(cfg), dtype=torch.float32, device=dev)
     flat_score = score.reshape(-1)
     flat_label = label.reshape(-1)
-    idx = torch.nonzero(flat_score > thr[flat_label]).squeeze(1)
+    passed = flat_score > thr[flat_label]
+    if cfg.nms.yaw_norm_thresholds is not None and any(t > 0 for t in cfg.nms.yaw_norm_thresholds):
+        rot = outputs["rot"][0].float()
+        norm = torch.sqrt(rot[0] * rot[0] + rot[1] * rot[1]).reshape(-1)
+        yaw_thr = torch.tensor(yaw_norm_thresholds(cfg), dtype=torch.float32, device=dev)
+        passed &= norm >= yaw_thr[flat_label]
+    idx = torch.nonzero(passed).squeeze(1)
     if idx.numel() == 0:
         return Boxes3D()
     s = flat_score[idx]

@@ -1,11 +1,16 @@
 """Non-maximum suppression on decoded boxes (numpy, on the host; same result whatever the backend).
 
-- ``circle``: greedy by score, per class; a box is suppressed when its BEV centre lies strictly closer than
-  the class radius to a kept box of the same class (Autoware ``circle_nms_kernel.cu`` compares squared
-  distance with the squared threshold, strict ``<``; it uses one radius for all classes).
-- ``bev_iou``: greedy by score, per class; suppressed when the exact rotated BEV IoU with a kept box of the
-  same class exceeds ``nms.iou_threshold``.
-Candidates are capped at ``nms.pre_max_size`` before and ``nms.post_max_size`` after suppression.
+Two stages, in Autoware ``lidar_centerpoint``'s order (postprocess_kernel.cu, then node.cpp):
+1. ``nms.kind``:
+   - ``circle`` with ``nms.circle_nms_dist_threshold`` set: Autoware's rule (``circle_nms_kernel.cu``): greedy by
+     score over ALL classes together; a box is suppressed when the squared BEV centre distance to a kept box is
+     strictly below the squared threshold (float32, as the kernel).
+   - ``circle`` without it: ours, greedy by score per class, radius ``nms.circle_radius[class]`` (same strict
+     squared-distance test; Autoware has no per-class radius, see ``NmsConfig``).
+   - ``bev_iou``: greedy by score, per class; suppressed when the exact rotated BEV IoU with a kept box of the
+     same class exceeds ``nms.iou_threshold`` (not an Autoware step).
+2. ``nms.iou_nms`` (Autoware's ``NonMaximumSuppression``, off by default): see ``autoware_iou_nms``.
+Candidates are capped at ``nms.pre_max_size`` before stage 1 and ``nms.post_max_size`` after stage 2.
 """
 
 from __future__ import annotations
@@ -13,7 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import CenterPointModelConfig
+from ...export.autoware_params import autoware_class_name
 from ...structures import Boxes3D
+
+# Autoware's get2dIoU returns 0 when the union is below this (m^2; object_recognition_utils' default).
+AUTOWARE_MIN_UNION_AREA = 0.01
 
 
 def _score_order(scores: np.ndarray) -> np.ndarray:
@@ -39,6 +48,15 @@ def circle_nms(xy: np.ndarray, labels: np.ndarray, radii: np.ndarray) -> np.ndar
     r = radii[labels].astype(np.float64)
     suppress = (labels[:, None] == labels[None, :]) & (d2 < (r**2)[:, None])
     return _greedy(suppress)
+
+
+def autoware_circle_nms(xy: np.ndarray, dist_threshold: float) -> np.ndarray:
+    """Autoware's circle NMS: boxes sorted by descending score, one radius, class-agnostic. Returns the keep mask."""
+    if len(xy) == 0:
+        return np.zeros(0, dtype=bool)
+    p = xy.astype(np.float32)
+    d2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(-1, dtype=np.float32)
+    return _greedy(d2 < np.float32(dist_threshold) ** 2)
 
 
 # ---------------------------------------------------------------------------- rotated BEV IoU
@@ -135,17 +153,84 @@ def bev_iou_nms(boxes: np.ndarray, labels: np.ndarray, iou_threshold: float) -> 
     return _greedy(suppress)
 
 
+def _pair_iou(b: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
+    """Exact BEV IoU of box pairs (ii[k], jj[k]); 0 where the union is below Autoware's minimum."""
+    if len(ii) == 0:
+        return np.zeros(0)
+    corners = bev_corners(b)
+    inter = polygon_intersection_area(corners[ii], corners[jj])
+    area = b[:, 3] * b[:, 4]
+    union = area[ii] + area[jj] - inter
+    ok = union >= AUTOWARE_MIN_UNION_AREA
+    return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
+
+
+def autoware_iou_nms(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    mode: str,
+    search_distance_2d: float,
+    iou_threshold: float,
+    target_class_names: list[str] = (),
+) -> np.ndarray:
+    """Autoware's IoU NMS (``non_maximum_suppression.cpp``) on boxes sorted by descending score -> keep mask.
+
+    Box j is removed when some earlier box i of an eligible pair has BEV IoU(i, j) > ``iou_threshold``, whether
+    or not i itself survives (Autoware fills a lower-triangular IoU matrix and drops every row whose maximum
+    exceeds the threshold: a box removed only by a removed box is still removed, unlike greedy NMS). IoU is
+    taken across classes. Eligible pairs (``mode``):
+    - ``autoware`` (>= 0.40): squared centre distance <= search_distance_2d^2, unless the labels differ and one
+      of them is PEDESTRIAN.
+    - ``autoware_target_classes`` (<= 0.39): both labels in ``target_class_names`` (any distance), or squared
+      centre distance <= search_distance_2d^2 (any classes).
+    Labels are compared as Autoware sees them (``autoware_class_name``), so two of our classes that map to the
+    same Autoware label count as the same label.
+    """
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    b = np.asarray(boxes, np.float64)
+    aw = np.array([autoware_class_name(c) for c in class_names])[labels]
+    d2 = (b[:, None, 0] - b[None, :, 0]) ** 2 + (b[:, None, 1] - b[None, :, 1]) ** 2
+    near = d2 <= search_distance_2d**2
+    if mode == "autoware":
+        ped = aw == "PEDESTRIAN"
+        eligible = near & ~((aw[:, None] != aw[None, :]) & (ped[:, None] | ped[None, :]))
+    elif mode == "autoware_target_classes":
+        targets = {autoware_class_name(c) for c in target_class_names}
+        is_target = np.isin(aw, list(targets))
+        eligible = near | (is_target[:, None] & is_target[None, :])
+    else:
+        raise ValueError(f"autoware_iou_nms: unknown mode {mode!r} (autoware | autoware_target_classes)")
+    # IoU is 0 unless the circumscribed circles overlap: skip those pairs (and i >= j).
+    half_diag = 0.5 * np.hypot(b[:, 3], b[:, 4])
+    touch = np.sqrt(d2) < half_diag[:, None] + half_diag[None, :]
+    ii, jj = np.nonzero(np.triu(eligible & touch, k=1))
+    removed = np.zeros(n, dtype=bool)
+    iou = _pair_iou(b, ii, jj)
+    removed[jj[iou > iou_threshold]] = True
+    return ~removed
+
+
 def nms(dets: Boxes3D, cfg: CenterPointModelConfig) -> Boxes3D:
     if len(dets) == 0:
         return dets
     order = _score_order(dets.scores)[: cfg.nms.pre_max_size]
     d = dets.select(order)
-    if cfg.nms.kind == "circle":
-        radii = np.asarray(cfg.nms.circle_radius, dtype=np.float64)
+    n = cfg.nms
+    if n.kind == "circle" and n.circle_nms_dist_threshold is not None:
+        keep = autoware_circle_nms(d.boxes[:, :2], n.circle_nms_dist_threshold)
+    elif n.kind == "circle":
+        radii = np.asarray(n.circle_radius, dtype=np.float64)
         if len(radii) == 1:
             radii = np.full(len(cfg.class_names), radii[0])
         keep = circle_nms(d.boxes[:, :2], d.labels, radii)
     else:
-        keep = bev_iou_nms(d.boxes, d.labels, cfg.nms.iou_threshold)
-    kept = d.select(np.nonzero(keep)[0][: cfg.nms.post_max_size])
-    return kept
+        keep = bev_iou_nms(d.boxes, d.labels, n.iou_threshold)
+    d = d.select(np.nonzero(keep)[0])
+    if n.iou_nms != "off" and len(d):
+        keep = autoware_iou_nms(d.boxes, d.labels, cfg.class_names, n.iou_nms, n.iou_nms_search_distance_2d,
+                                n.iou_nms_threshold, n.iou_nms_target_class_names)
+        d = d.select(np.nonzero(keep)[0])
+    return d.select(np.arange(min(len(d), n.post_max_size)))
