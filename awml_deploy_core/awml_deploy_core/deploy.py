@@ -74,6 +74,8 @@ def run_deploy(cfg: DeployConfig, dry_run: bool = False, progress: bool = True) 
 
     onnx = export_graphs(family, cfg, model, bundle, ckpt_sha) if cfg.export.mode in ("onnx", "both") \
         else existing_onnx(family, cfg, bundle)
+    for path in family.bundle_files(cfg, bundle.root):
+        bundle.record(f"file:{path.name}", path, sha256_file(path), kind="vehicle_config")
 
     loaded: dict[str, LoadedPipeline] = {}
     try:

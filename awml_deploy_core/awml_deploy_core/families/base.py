@@ -62,6 +62,8 @@ class ModelFamily:
     metric_columns: Callable[[Any], dict[str, float]]
     # ({backend: evaluation}, plots dir) -> Markdown lines of the family's own report sections (tables, plots)
     report_sections: Callable[[dict[str, Any], Path], list[str]]
+    # (deploy config, bundle dir) -> files the bundle also carries for the vehicle (e.g. Autoware parameter files)
+    bundle_files: Callable[[Any, Path], list[Path]]
 
     def graph(self, model_cfg: Any, key: str) -> GraphSpec:
         return next(g for g in self.graphs(model_cfg) if g.key == key)

@@ -114,6 +114,13 @@ def report_sections(evaluations: dict[str, Any], plots: Path) -> list[str]:
     return md + ["## Precision / recall at 2 m", "", "![pr](plots/pr_curves.png)", ""]
 
 
+def bundle_files(cfg: DeployConfig, bundle_dir: Path) -> list[Path]:
+    """The parameter files Autoware's C++ lidar_centerpoint reads, generated from the same config."""
+    from ..export.autoware_params import write_autoware_params
+
+    return write_autoware_params(bundle_dir, cfg)
+
+
 FAMILY = ModelFamily(
     name="centerpoint",
     model_config=CenterPointModelConfig,
@@ -131,4 +138,5 @@ FAMILY = ModelFamily(
     verify=verify,
     metric_columns=metric_columns,
     report_sections=report_sections,
+    bundle_files=bundle_files,
 )
