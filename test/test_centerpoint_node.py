@@ -390,6 +390,13 @@ def test_bad_parameter_stops_with_one_line(tmp_path, ros_env, params, rc, text):
         (tmp_path / "manifest.json").write_text(json.dumps({"schema": 1, "artifacts": {}, "config": {}}))
     if params.get("publish_autoware_objects") and importlib.util.find_spec("autoware_perception_msgs"):
         pytest.skip("autoware_perception_msgs is importable here")
+    if params.get("backend") == "tensorrt":  # the same line as every other entry point, from the same place
+        from awml_deploy_core.backends.tensorrt_backend import import_tensorrt
+        from awml_deploy_core.errors import BackendUnavailableError
+
+        with pytest.raises(BackendUnavailableError) as e:
+            import_tensorrt()
+        text = str(e.value)
     proc, log = start_node("cp_fail", params, ros_env, tmp_path)
     assert proc.wait(60) == rc, log.read_text()
     lines = [l for l in log.read_text().splitlines() if l.strip()]

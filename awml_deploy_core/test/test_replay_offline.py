@@ -24,7 +24,6 @@ from awml_deploy_core.data.rosbag_io import (
     DEFAULT_GT_TOPIC, DEFAULT_LIDAR_TOPIC, POINTCLOUD2, SYNTHETIC_START_S, BagWriter, cloud_message,
     detected_objects_message, seconds_to_ns, typestore, write_synthetic_bag)
 from awml_deploy_core.data.synthetic import generate_sequence
-from awml_deploy_core.deploy import run_deploy
 from awml_deploy_core.errors import ArtifactError, ConfigError, DatasetError
 from awml_deploy_core.evaluate import evaluate_backend
 from awml_deploy_core.models.centerpoint import build_centerpoint
@@ -131,18 +130,20 @@ def test_replay_equals_info_evaluation_and_recorded_scoring(setup, run_a):
         assert rec.to_dict()["metrics"][key] == s["metrics"][key], key
 
 
-def test_onnxruntime_backend_needs_bundle_then_runs(setup, tmp_path):
+def test_onnxruntime_without_a_bundle_runs_from_the_onnx_cache(setup, tmp_path, monkeypatch):
+    """No bundle in work_dir: the loader exports the graphs once into the ONNX cache (keyed by the export's input
+    hash); a config of another geometry gets its own graphs, never a mismatching bundle's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg, bag, _ = setup
     fresh = cfg.model_copy(update={"work_dir": str(tmp_path / "nobundle")})
-    with pytest.raises(ArtifactError, match="run export first"):
-        replay_evaluate(bag.path, fresh, "onnxruntime", out_dir=tmp_path / "o", progress=False)
-    work = cfg.model_copy(update={"work_dir": str(tmp_path / "bundle")})
-    assert run_deploy(work, progress=False) == 0
-    out = replay_evaluate(bag.path, work, "onnxruntime", out_dir=tmp_path / "ort", progress=False, max_frames=4)
-    assert out.summary["counts"]["scored"] == 4 and out.summary["backend"] == "onnxruntime"
-    other = work.model_copy(update={"model": work.model.model_copy(update={"max_points_per_voxel": 8})})
-    with pytest.raises(ArtifactError, match=r"exported for another model \(max_points_per_voxel: bundle \d+, config 8"):
-        replay_evaluate(bag.path, other, "onnxruntime", out_dir=tmp_path / "o2", progress=False)
+    out = replay_evaluate(bag.path, fresh, "onnxruntime", out_dir=tmp_path / "ort", progress=False, max_frames=3)
+    assert out.summary["counts"]["scored"] == 3 and out.summary["backend"] == "onnxruntime"
+    onnx = out.summary["checkpoint"]["onnx"]
+    assert all(p.startswith(str(tmp_path / "cache")) for p in onnx.values()), onnx
+    other = fresh.model_copy(update={"model": fresh.model.model_copy(update={"max_points_per_voxel": 8})})
+    out = replay_evaluate(bag.path, other, "onnxruntime", out_dir=tmp_path / "o8", progress=False, max_frames=2)
+    assert out.summary["counts"]["scored"] == 2
+    assert set(out.summary["checkpoint"]["onnx"].values()).isdisjoint(onnx.values())
 
 
 def test_criteria_gate_exit_codes(setup, run_a, tmp_path):
