@@ -55,7 +55,7 @@ def run_deploy(cfg: DeployConfig, dry_run: bool = False, progress: bool = True) 
         raise BackendUnavailableError(f"device '{cfg.device}' asked for, but torch sees no CUDA device here")
     backends = list(dict.fromkeys([*cfg.evaluate.backends, *(b for s in cfg.verify.scenarios for b in s)]))
     if dry_run:
-        from .export.tensorrt_plan import print_dry_run
+        from .export.tensorrt_dry_run import print_dry_run
 
         return print_dry_run(cfg, bundle, console)
     if cfg.export.mode in ("trt", "both") or "tensorrt" in backends:

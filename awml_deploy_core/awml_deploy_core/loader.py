@@ -184,8 +184,7 @@ def backend_precision(backend: str, cfg: DeployConfig, onnx: Mapping[str, Path] 
     Runtime, the engines' for TensorRT (int8 when the graphs carry Q/DQ nodes)."""
     if backend != "tensorrt":
         return "fp32"
-    from .export.tensorrt_build import verification_precision
-    from .export.tensorrt_plan import has_qdq
+    from .export.tensorrt_policy import has_qdq, verification_precision
 
     qdq = bool(onnx) and all(Path(p).is_file() for p in onnx.values()) and any(has_qdq(p) for p in onnx.values())
     return verification_precision(cfg.export.tensorrt.precision, qdq)
@@ -200,13 +199,13 @@ def find_engines(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, env: An
     plan = build_plan(cfg, bundle, env=env)
     engines: dict[str, Path] = {}
     for g in family.graphs(cfg.model):
-        entry = plan["graphs"][g.key]
+        entry = plan.graphs[g.key]
         if engine_artifact(g.key) not in bundle.artifacts:
             raise ArtifactError(f"bundle {bundle.root}: no TensorRT {g.key} engine; build them with `awml-deploy "
                                 f"export CONFIG --mode trt` (export.tensorrt.precision {cfg.export.tensorrt.precision})")
-        if not entry["reusable"]:
+        if not entry.reusable:
             raise ArtifactError(f"bundle {bundle.root}: the TensorRT {g.key} engine does not fit here: "
-                                f"{entry['reason']}; rebuild it with `awml-deploy export CONFIG --mode trt`")
+                                f"{entry.reason}; rebuild it with `awml-deploy export CONFIG --mode trt`")
         engines[g.key] = bundle.verify(engine_artifact(g.key))
     return engines
 

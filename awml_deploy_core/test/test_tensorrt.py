@@ -22,20 +22,21 @@ from awml_deploy_core.config import CenterPointModelConfig, DataConfig, DeployCo
 from awml_deploy_core.errors import ConfigError
 from awml_deploy_core.evaluate import open_dataset, take_samples
 from awml_deploy_core.export.onnx_export import export_centerpoint_onnx, onnx_file_names
-from awml_deploy_core.export.tensorrt_build import builder_settings, verification_precision
+from awml_deploy_core.export.tensorrt_dry_run import print_dry_run
 from awml_deploy_core.export.tensorrt_plan import (
     CacheKey,
     TrtEnvironment,
     build_plan,
-    calibration_batches,
     check_cached_engine,
-    encoder_profiles,
+    check_graph_profiles,
     engine_artifact,
     engine_cache_key,
     fit_rows,
-    print_dry_run,
     validate_profiles,
 )
+from awml_deploy_core.export.tensorrt_policy import builder_settings, verification_precision
+from awml_deploy_core.families.centerpoint import FAMILY
+from awml_deploy_core.families.centerpoint_trt import calibration_batches, profiles as centerpoint_profiles
 from awml_deploy_core.models.centerpoint import build_centerpoint
 from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
 
@@ -221,7 +222,10 @@ def exported(tmp_path_factory):
 
 def test_profile_matching_the_graph_is_valid(exported):
     cfg, _, paths = exported
-    validate_profiles(paths["encoder"], encoder_profiles(DeployConfig(model=cfg)))
+    spec = {s.key: s for s in FAMILY.graphs(cfg)}
+    check_graph_profiles(FAMILY, spec["encoder"], paths["encoder"], centerpoint_profiles(DeployConfig(model=cfg),
+                                                                                        "encoder"))
+    assert centerpoint_profiles(DeployConfig(model=cfg), "head") == {}
     validate_profiles(paths["head"], {})
 
 
@@ -242,8 +246,9 @@ def test_profile_matching_the_graph_is_valid(exported):
     ],
 )
 def test_profile_contradicting_the_graph_is_a_config_error(exported, profile, match):
+    encoder = FAMILY.graph(exported[0], "encoder")
     with pytest.raises(ConfigError, match=match):
-        validate_profiles(exported[2]["encoder"], profile)
+        check_graph_profiles(FAMILY, encoder, exported[2]["encoder"], profile)
 
 
 def test_head_profile_must_keep_the_static_shape(exported):
@@ -279,7 +284,8 @@ def test_fit_rows_crops_evenly_and_repeats_real_rows():
 def test_calibration_batches_are_the_pipelines_preprocessing(frames):
     cfg, samples, pipe = frames
     n_vox = 600
-    batches = list(calibration_batches(samples, pipe, num_frames=3, num_voxels=n_vox))
+    shape = [n_vox, cfg.max_points_per_voxel, cfg.encoder_in_features]
+    batches = list(calibration_batches(samples, pipe, 3, shape))
     assert len(batches) == 3
     gx, gy = cfg.grid_size
     for s, b in zip(samples, batches):
@@ -300,12 +306,12 @@ def test_calibration_batches_are_the_pipelines_preprocessing(frames):
 
 def test_calibration_batches_count_and_determinism(frames):
     _, samples, pipe = frames
-    a = list(calibration_batches(samples, pipe, num_frames=2, num_voxels=256, graphs=("encoder",)))
-    b = list(calibration_batches(samples, pipe, num_frames=2, num_voxels=256, graphs=("encoder",)))
+    a = list(calibration_batches(samples, pipe, 2, [256, 32, 11], ("encoder",)))
+    b = list(calibration_batches(samples, pipe, 2, [256, 32, 11], ("encoder",)))
     assert len(a) == 2 and all(set(x) == {"input_features"} for x in a)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x["input_features"], y["input_features"])
-    assert len(list(calibration_batches(samples, pipe, num_frames=10, num_voxels=64, graphs=("head",)))) == 3
+    assert len(list(calibration_batches(samples, pipe, 10, [64, 32, 11], ("head",)))) == 3
 
 
 # --------------------------------------------------------------------------------------------- plan / dry run
@@ -321,20 +327,22 @@ def test_plan_with_a_bundle_onnx_checks_profiles_and_reuse(exported, tmp_path):
     cfg = _cfg(tmp_path, num_voxels_max=40000)
     env = TrtEnvironment("10.3.0", "Orin", "8.7")
     plan = build_plan(cfg, bundle, env=env)
-    enc = plan["graphs"]["encoder"]
-    assert enc["profile_check"] == "ok" and enc["onnx_sha256"] == sha256_file(tmp_path / onnx_file_names(cfg_model)["encoder"])
-    assert enc["cache_key"] and not enc["reusable"] and "no encoder engine" in enc["reason"]
-    assert enc["timing_cache"].endswith("timing_trt10.3.0_orin_sm87.cache")
-    assert any("exceeds model.max_voxels" in n for n in enc["notes"])
+    enc = plan.graphs["encoder"]
+    assert enc.profile_check == "ok" and enc.onnx_sha256 == sha256_file(tmp_path / onnx_file_names(cfg_model)["encoder"])
+    assert enc.cache_key and not enc.reusable and "no encoder engine" in enc.reason
+    assert enc.timing_cache.name == "timing_trt10.3.0_orin_sm87.cache"
+    assert any("exceeds model.max_voxels" in n for n in enc.notes)
+    assert enc.engine.name == "pts_voxel_encoder_centerpoint_small.engine" and enc.name == "pts_voxel_encoder"
+    assert plan.to_dict()["graphs"]["encoder"]["cache_key"] == enc.cache_key.digest()  # JSON-ready
     for graph in ("encoder", "head"):  # pretend both engines were built under this key
-        _record(bundle, graph, plan["graphs"][graph]["_key"])
+        _record(bundle, graph, plan.graphs[graph].cache_key)
     again = build_plan(cfg, bundle, env=env)
-    assert all(g["reusable"] for g in again["graphs"].values())
+    assert all(g.reusable for g in again.graphs.values())
     other = build_plan(cfg, bundle, env=TrtEnvironment("8.6.2", "Orin", "8.7"))
-    assert "built by TensorRT 10.3.0, this is TensorRT 8.6.2" in other["graphs"]["head"]["reason"]
+    assert "built by TensorRT 10.3.0, this is TensorRT 8.6.2" in other.graphs["head"].reason
     changed = build_plan(_cfg(tmp_path, num_voxels_max=50000), bundle, env=env)
-    assert "optimisation profiles changed" in changed["graphs"]["encoder"]["reason"]
-    assert changed["graphs"]["head"]["reusable"]  # the head's static input has no profile
+    assert "optimisation profiles changed" in changed.graphs["encoder"].reason
+    assert changed.graphs["head"].reusable  # the head's static input has no profile
 
 
 def test_plan_int8_names_calibrator_and_cache(exported, tmp_path):
@@ -343,11 +351,12 @@ def test_plan_int8_names_calibrator_and_cache(exported, tmp_path):
         (tmp_path / name).write_bytes((src / name).read_bytes())
     cfg = _cfg(tmp_path, precision="int8", calibrator="minmax", calibration_frames=8, num_voxels_opt=5000)
     plan = build_plan(cfg, Bundle.open(tmp_path), env=TrtEnvironment("8.6.2", "Orin", "8.7"))
-    enc, head = plan["graphs"]["encoder"]["calibration"], plan["graphs"]["head"]["calibration"]
-    assert enc["calibrator"] == "IInt8MinMaxCalibrator" and enc["frames"] == 8
-    assert enc["batch_shape"] == [5000, 32, 11] and head["batch_shape"] == [1, 32, 256, 256]
-    assert "calib_encoder_minmax_" in enc["cache"] and "reference encoder" in head["data"]
-    assert plan["graphs"]["encoder"]["tolerance"] == "int8"
+    enc, head = plan.graphs["encoder"].calibration, plan.graphs["head"].calibration
+    assert enc.calibrator == "IInt8MinMaxCalibrator" and enc.frames == 8 and enc.input_name == "input_features"
+    assert enc.batch_shape == [5000, 32, 11] and head.batch_shape == [1, 32, 256, 256]
+    assert "calib_encoder_minmax_" in enc.cache.name and "FP32 reference pipeline" in head.data
+    assert head.input_name == "spatial_features"
+    assert plan.graphs["encoder"].tolerance == "int8"
 
 
 def test_dry_run_prints_the_plan_and_fails_on_a_contradicting_profile(exported, tmp_path):
@@ -367,10 +376,10 @@ def test_dry_run_prints_the_plan_and_fails_on_a_contradicting_profile(exported, 
 
 def test_dry_run_strongly_typed_without_tensorrt_shows_both_generations(tmp_path):
     plan = build_plan(_cfg(tmp_path, precision="strongly_typed"), Bundle.open(tmp_path), env=TrtEnvironment())
-    builders = plan["graphs"]["encoder"]["builder"]
-    assert plan["tensorrt_version"] == "not installed" and plan["gpu"] == "unknown"
+    builders = plan.graphs["encoder"].builder
+    assert plan.tensorrt_version == "not installed" and plan.gpu == "unknown"
     assert any(v is None for v in builders.values()) and any(v is not None for v in builders.values())
-    assert not plan["problems"]  # buildable on TensorRT 10: a note, not a failure
+    assert not plan.problems  # buildable on TensorRT 10: a note, not a failure
 
 
 @pytest.mark.parametrize("mode", ["trt", "both"])
@@ -417,7 +426,7 @@ def test_real_engines_match_onnxruntime(tmp_path, precision):
     engines = build_engines(cfg, bundle, onnx, device="cuda")
     assert all(p.is_file() for p in engines.values())
     ok, reason = check_cached_engine(Bundle.open(tmp_path), "encoder", build_plan(
-        cfg, Bundle.open(tmp_path), onnx=onnx)["graphs"]["encoder"]["_key"])
+        cfg, Bundle.open(tmp_path), onnx=onnx).graphs["encoder"].cache_key)
     assert ok, reason  # recorded and reusable at once
 
     trt_r = {"encoder": TrtGraphRunner(engines["encoder"], "trt:encoder", "cuda", pad_rows_to_min=True),
@@ -454,6 +463,6 @@ def test_real_engine_rebuilt_when_the_profile_changes(tmp_path):
 
     build_engines(cfg(1000), Bundle.open(tmp_path), onnx, device="cuda")
     plan = build_plan(cfg(2000), Bundle.open(tmp_path), onnx=onnx)
-    assert not plan["graphs"]["encoder"]["reusable"]
-    assert "optimisation profiles changed" in plan["graphs"]["encoder"]["reason"]
-    assert plan["graphs"]["head"]["reusable"]
+    assert not plan.graphs["encoder"].reusable
+    assert "optimisation profiles changed" in plan.graphs["encoder"].reason
+    assert plan.graphs["head"].reusable

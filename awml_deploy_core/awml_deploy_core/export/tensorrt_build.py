@@ -2,11 +2,11 @@
 
 Why the direct API and not Polygraphy: the surface is small (parser, builder config, one profile, a calibrator,
 a timing cache), every call below is checked against NVIDIA's API docs for both generations, and owning it
-keeps the version differences visible in one pure function (`builder_settings`) instead of inside another
-library's compatibility layer; JetPack images ship `tensorrt` but not Polygraphy.
+keeps the version differences visible in one pure function (`tensorrt_policy.builder_settings`) instead of inside
+another library's compatibility layer; JetPack images ship `tensorrt` but not Polygraphy.
 
-`tensorrt` is imported inside functions only: this module (and `builder_settings`) imports and is tested where
-TensorRT is absent.
+What to build comes from the typed plan (`tensorrt_plan.build_plan`); this module only executes it. `tensorrt` is
+imported inside functions only: this module imports where TensorRT is absent.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,128 +23,12 @@ import numpy as np
 from ..bundle import Bundle, atomic_write_bytes
 from ..config import DeployConfig
 from ..errors import ArtifactError, BackendUnavailableError, ConfigError
-from .tensorrt_plan import (
-    GRAPH_INPUT,
-    GRAPHS,
-    build_plan,
-    calibration_batches,
-    calibration_cache_path,
-    calibration_fingerprint,
-    engine_artifact,
-    trt_environment,
-    validate_profiles,
-)
+from ..families import get_family
+from .tensorrt_plan import GraphPlan, build_plan, record_engine, trt_environment
+from .tensorrt_policy import BuilderSettings
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 10.0
-
-
-# --------------------------------------------------------------------------------------------- policy (pure)
-@dataclass(frozen=True)
-class BuilderSettings:
-    """What one precision policy means for one TensorRT version. Pure data: no TensorRT needed to compute it."""
-
-    precision: str
-    trt_version: tuple[int, int]
-    builder_flags: tuple[str, ...]  # trt.BuilderFlag member names to set
-    network_flags: tuple[str, ...]  # trt.NetworkDefinitionCreationFlag member names
-    strongly_typed: bool
-    int8_calibration: bool  # implicit quantization: an IInt8 calibrator computes the scales
-    explicit_quantization: bool  # the ONNX carries Q/DQ nodes: scales come from the graph, no calibrator
-    dla_core: int | None
-    default_device_type: str  # "GPU" | "DLA"
-    workspace_api: str  # "set_memory_pool_limit" (8.4+) | "max_workspace_size" (removed in 10)
-    tolerance: str  # the verify.tolerances key this engine is verified with
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-def builder_settings(precision: str, trt_version: tuple[int, int] | Sequence[int], has_qdq: bool = False,
-                     dla_core: int | None = None) -> BuilderSettings:
-    """Map a precision policy to builder flags for a TensorRT version; ConfigError when it cannot be built there.
-
-    auto           FP16 + TF32 allowed: TensorRT picks the faster kernel per layer (+ INT8 for a Q/DQ graph)
-    fp16           FP16 (+TF32) kernels allowed; FP32 I/O
-    fp32_tf32      FP32 with TF32 tensor-core math, no FP16
-    strongly_typed precision from the ONNX tensor types only (network flag STRONGLY_TYPED, TensorRT >= 9)
-    int8           INT8 + FP16 fallback; an INT8 calibrator for an FP32 graph, the graph's scales for Q/DQ
-    Differences by version: EXPLICIT_BATCH is required before 10 and deprecated (implicit) from 10;
-    STRONGLY_TYPED exists from 9; the workspace is set with set_memory_pool_limit (8.4+; max_workspace_size is
-    gone in 10); BuilderFlag.STRICT_TYPES (deprecated 8.2, removed 10) is never used; implicit INT8 calibration
-    is deprecated from 10.1 (still works); TensorRT 11 removed the FP16/INT8 flags (always strongly typed).
-    """
-    major, minor = (int(trt_version[0]), int(trt_version[1]))
-    notes: list[str] = []
-    network: list[str] = []
-    if major < 10:
-        network.append("EXPLICIT_BATCH")
-    flags: list[str] = []
-    strongly_typed = int8_calib = explicit_q = False
-    tolerance = "fp16"
-    if major >= 11:
-        if precision in ("fp16", "int8", "fp32_tf32"):
-            raise ConfigError(f"export.tensorrt.precision '{precision}' needs builder precision flags, which "
-                              f"TensorRT {major}.{minor} removed (networks are always strongly typed): use "
-                              f"precision strongly_typed with an ONNX typed in the precision you want")
-        strongly_typed = True
-        tolerance = "int8" if has_qdq else "tf32"
-        notes.append(f"TensorRT {major}: every network is strongly typed; precision comes from the ONNX types")
-    elif precision == "auto":
-        flags += ["FP16", "TF32"] + (["INT8"] if has_qdq else [])
-        explicit_q = has_qdq
-        tolerance = "int8" if has_qdq else "fp16"
-        notes.append("TensorRT picks FP32 or FP16 kernels per layer, whichever is faster")
-    elif precision == "fp16":
-        flags += ["FP16", "TF32"]
-    elif precision == "fp32_tf32":
-        flags += ["TF32"]
-        tolerance = "tf32"
-    elif precision == "strongly_typed":
-        if major < 9:
-            raise ConfigError(f"export.tensorrt.precision 'strongly_typed' needs TensorRT >= 9 "
-                              f"(NetworkDefinitionCreationFlag.STRONGLY_TYPED); this is TensorRT {major}.{minor} "
-                              f"(JetPack 5): use fp16 or fp32_tf32")
-        network.append("STRONGLY_TYPED")
-        strongly_typed = True
-        tolerance = "int8" if has_qdq else "tf32"
-        notes.append("no precision flags: layer precisions follow the ONNX tensor types (FP32 graph -> FP32/TF32)")
-    elif precision == "int8":
-        flags += ["INT8", "FP16", "TF32"]
-        tolerance = "int8"
-        explicit_q = has_qdq
-        int8_calib = not has_qdq
-        if int8_calib and (major, minor) >= (10, 1):
-            notes.append("implicit INT8 calibration is deprecated since TensorRT 10.1 (still supported); a Q/DQ "
-                         "ONNX is the forward path")
-        if explicit_q:
-            notes.append("explicit quantization: INT8 scales come from the graph's Q/DQ nodes, no calibrator")
-    else:
-        raise ConfigError(f"export.tensorrt.precision: unknown policy '{precision}'")
-    device = "GPU"
-    if dla_core is not None:
-        if precision == "fp32_tf32":
-            raise ConfigError("export.tensorrt.dla_core is set but precision is fp32_tf32: DLA runs FP16 and INT8 "
-                              "only; use fp16 or int8, or drop dla_core")
-        if strongly_typed and not has_qdq:
-            notes.append("strongly typed FP32 graph on DLA: DLA runs FP16/INT8 only, so FP32 layers fall back to "
-                         "the GPU")
-        device = "DLA"
-        flags.append("GPU_FALLBACK")
-        notes.append(f"DLA core {dla_core}; layers DLA cannot run (e.g. on the dynamic num_voxels axis) fall back "
-                     f"to the GPU")
-    return BuilderSettings(
-        precision=precision, trt_version=(major, minor), builder_flags=tuple(flags), network_flags=tuple(network),
-        strongly_typed=strongly_typed, int8_calibration=int8_calib, explicit_quantization=explicit_q,
-        dla_core=dla_core, default_device_type=device,
-        workspace_api="set_memory_pool_limit" if (major, minor) >= (8, 4) else "max_workspace_size",
-        tolerance=tolerance, notes=tuple(notes))
-
-
-def verification_precision(precision: str, has_qdq: bool = False) -> str:
-    """The verify.tolerances key for an engine built with `precision` (the same under TensorRT 8.6 and 10)."""
-    try:
-        return builder_settings(precision, (10, 3), has_qdq).tolerance
-    except ConfigError:
-        return "fp16"
 
 
 # --------------------------------------------------------------------------------------------- tensorrt helpers
@@ -376,58 +259,56 @@ def build_engine(onnx_path: Path, engine_path: Path, graph: str, settings: Build
 # --------------------------------------------------------------------------------------------- the export step
 def build_engines(cfg: DeployConfig, bundle: Bundle, onnx: Mapping[str, Path], samples: Sequence[Any] = (),
                   reference: Any = None, device: str = "cuda", allow_build: bool = True) -> dict[str, Path]:
-    """Engines for both graphs in the bundle: reuse a cached engine when its key matches, otherwise say why and
-    build it. `reference` (an FP32 CenterPointPipeline) feeds INT8 calibration; `samples` are its frames."""
+    """Engines for every graph of the family in the bundle: reuse a cached engine when its key matches, otherwise
+    say why and build it. `reference` (the family's FP32 pipeline) feeds INT8 calibration; `samples` are its
+    frames."""
     import torch
 
-    trt = _trt()
+    _trt()
     if not torch.cuda.is_available():
         raise BackendUnavailableError("building or checking TensorRT engines needs a CUDA GPU, but torch sees none")
     device = device if str(device).startswith("cuda") else "cuda"
-    env = trt_environment(device)
-    plan = build_plan(cfg, bundle, onnx=onnx, env=env)
-    if plan["problems"]:
-        raise ConfigError(plan["problems"][0])
-    t = cfg.export.tensorrt
+    plan = build_plan(cfg, bundle, onnx=onnx, env=trt_environment(device))
+    if plan.problems:
+        raise ConfigError(plan.problems[0])
     out: dict[str, Path] = {}
-    for graph in GRAPHS:
-        g = plan["graphs"][graph]
-        engine_path = Path(g["engine"])
-        if g["reusable"]:
-            log.info("TensorRT %s: reusing %s (%s)", graph, engine_path.name, g["reason"])
-            out[graph] = engine_path
+    for key, g in plan.graphs.items():
+        if g.reusable:
+            log.info("TensorRT %s: reusing %s (%s)", key, g.engine.name, g.reason)
+            out[key] = g.engine
             continue
         if not allow_build:
-            raise ArtifactError(f"bundle {bundle.root}: the {graph} engine cannot be reused: {g['reason']}; run "
+            raise ArtifactError(f"bundle {bundle.root}: the {key} engine cannot be reused: {g.reason}; run "
                                 f"export with export.mode trt or both to rebuild it")
-        log.info("TensorRT %s: building %s because %s", graph, engine_path.name, g["reason"])
-        onnx_path = Path(onnx[graph])
-        validate_profiles(onnx_path, g["profiles"])
-        from .tensorrt_plan import _parse_version, has_qdq
-
-        settings = builder_settings(t.precision, _parse_version(trt.__version__), has_qdq(onnx_path), t.dla_core)
-        calibrator = calib_shape = None
-        if settings.int8_calibration:
-            calib_shape = g["calibration"]["batch_shape"]
-            if reference is None or not samples:
-                raise ConfigError("INT8 calibration needs frames and the FP32 reference pipeline: set "
-                                  "data.num_frames > 0 (export.tensorrt.calibration_frames are taken from them)")
-            frames = min(t.calibration_frames, len(samples))
-            if frames < t.calibration_frames:
-                log.warning("calibration: %d frames available (data.num_frames), %d asked for "
-                            "(export.tensorrt.calibration_frames)", frames, t.calibration_frames)
-            fp = calibration_fingerprint(cfg, graph, g["onnx_sha256"], env.trt_version, calib_shape)
-            batches = calibration_batches(samples, reference, frames, calib_shape[0], graphs=(graph,))
-            calibrator = make_calibrator(trt, t.calibrator, batches, GRAPH_INPUT[graph], calib_shape,
-                                         calibration_cache_path(bundle, graph, t.calibrator, fp), device)
-        build_engine(onnx_path, engine_path, graph, settings, g["profiles"], t.workspace_mb,
-                     timing_cache=Path(g["timing_cache"]), calibrator=calibrator, calibration_shape=calib_shape,
+        log.info("TensorRT %s: building %s because %s", key, g.engine.name, g.reason)
+        settings = g.settings
+        if settings is None or g.cache_key is None:
+            raise ConfigError(f"{g.onnx}: the {key} engine cannot be built: {g.reason}")
+        calibrator = _calibrator(cfg, g, settings, samples, reference, device)
+        build_engine(g.onnx, g.engine, key, settings, g.profiles, g.workspace_mb, timing_cache=g.timing_cache,
+                     calibrator=calibrator, calibration_shape=g.calibration.batch_shape if calibrator else None,
                      device=device)
-        key = g["_key"]
-        bundle.record(engine_artifact(graph), engine_path, key.digest(), kind="tensorrt", graph=graph,
-                      precision=t.precision, trt_version=env.trt_version, gpu=env.gpu_name,
-                      compute_capability=env.compute_capability, builder_flags=list(settings.builder_flags),
-                      network_flags=list(settings.network_flags), onnx=onnx_path.name, cache_key=key.fields())
+        record_engine(bundle, g)
         bundle.save()  # an engine build takes minutes: record it at once, not only at the end of the job
-        out[graph] = engine_path
+        out[key] = g.engine
     return out
+
+
+def _calibrator(cfg: DeployConfig, g: GraphPlan, settings: BuilderSettings, samples: Sequence[Any], reference: Any,
+                device: str) -> Any | None:
+    """The INT8 calibrator for an implicitly quantized build, fed by the family's calibration batches; else None."""
+    if not settings.int8_calibration:
+        return None
+    t, c = cfg.export.tensorrt, g.calibration
+    rules = get_family(cfg.family).tensorrt
+    if c is None or rules is None or c.cache is None:
+        raise ConfigError(f"{g.key}: INT8 calibration is not planned ({g.reason}); use another precision")
+    if reference is None or not samples:
+        raise ConfigError("INT8 calibration needs frames and the FP32 reference pipeline: set "
+                          "data.num_frames > 0 (export.tensorrt.calibration_frames are taken from them)")
+    frames = min(t.calibration_frames, len(samples))
+    if frames < t.calibration_frames:
+        log.warning("calibration: %d frames available (data.num_frames), %d asked for "
+                    "(export.tensorrt.calibration_frames)", frames, t.calibration_frames)
+    batches = rules.calibration_batches(samples, reference, frames, c.batch_shape, (g.key,))
+    return make_calibrator(_trt(), t.calibrator, batches, c.input_name, c.batch_shape, c.cache, device)

@@ -1,13 +1,15 @@
 """What the TensorRT export would build, and whether a cached engine may be reused: pure, no `tensorrt` needed.
 
 Everything here runs where TensorRT is absent (CI, laptops): the engine cache key and its field-by-field
-invalidation, the optimisation-profile check against the ONNX graph (read with `onnx` only), the INT8 calibration
-batches (the same preprocessing as evaluation), and the `--dry-run` plan. `tensorrt_build` does the building.
+invalidation, the optimisation-profile check against the ONNX graph (read with `onnx` only), and the typed build
+plan (`TrtPlan`, one `GraphPlan` per graph) that `tensorrt_build` executes, the loader checks engines against and
+`tensorrt_dry_run` prints. Written once for every model family: graphs, names and ONNX files come from the family
+declaration, dynamic-shape profiles and INT8 calibration from its `TrtRules` (`ModelFamily.tensorrt`).
 
 A cached engine is reused only when everything that shapes a plan is unchanged: the ONNX bytes, the TensorRT
 version, the GPU (name and compute capability), the precision, the optimisation profiles and the other builder
-settings. Each of those is stored in the engine's manifest entry, so a mismatch is reported by name
-("built by TensorRT 8.6.1, this is TensorRT 10.3.0") and the engine is rebuilt, never used silently.
+settings. Each of those is stored in the engine's manifest entry (`record_engine`), so a mismatch is reported by
+name ("built by TensorRT 8.6.1, this is TensorRT 10.3.0") and the engine is rebuilt, never used silently.
 """
 
 from __future__ import annotations
@@ -15,36 +17,34 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..bundle import Bundle, sha256_file, sha256_json
-from ..config import CenterPointModelConfig, DeployConfig
+from ..config import DeployConfig
 from ..errors import ConfigError
-from .onnx_export import onnx_file_names
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from ..pipelines.centerpoint.pipeline import CenterPointPipeline
+from ..families import GraphSpec, ModelFamily, get_family
+from .tensorrt_policy import BuilderSettings, builder_settings, has_qdq, load_onnx_graph, parse_version
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ("encoder", "head")
-GRAPH_INPUT = {"encoder": "input_features", "head": "spatial_features"}
 TRT_BUILD_CODE_VERSION = 1  # bump when tensorrt_build changes what it builds: invalidates cached engines
 NOT_INSTALLED = "not installed"
 UNKNOWN = "unknown"
+API = ("direct tensorrt Python API (OnnxParser, build_serialized_network; runtime: set_tensor_address + "
+       "execute_async_v3 from TensorRT 8.5, bindings + execute_async_v2 before)")
+CALIBRATORS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
 
 
 # --------------------------------------------------------------------------------------------- names
-def engine_file_names(model_cfg: CenterPointModelConfig) -> dict[str, str]:
-    """Autoware's default engine paths sit next to the ONNX files with the same stem."""
-    return {k: Path(v).with_suffix(".engine").name for k, v in onnx_file_names(model_cfg).items()}
+def engine_file_names(cfg: DeployConfig) -> dict[str, str]:
+    """Autoware's default engine paths sit next to the ONNX files with the same stem: `<onnx stem>.engine`."""
+    names = get_family(cfg.family).onnx_file_names(cfg.model)
+    return {k: Path(v).with_suffix(".engine").name for k, v in names.items()}
 
 
 def engine_artifact(graph: str) -> str:
@@ -152,7 +152,8 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_
                     dict(extra or {})).digest()
 
 
-def _fmt_profiles(p: Any) -> str:
+def format_profiles(p: Any) -> str:
+    """Profiles in one line: `name min [..] opt [..] max [..]`, or that the graph has static shapes."""
     if not p:
         return "none (static shapes)"
     parts = []
@@ -177,8 +178,8 @@ def key_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> 
     if r.get("precision") != c.get("precision"):
         out.append(f"precision changed ({r.get('precision')} -> {c.get('precision')})")
     if r.get("profiles") != c.get("profiles"):
-        out.append(f"optimisation profiles changed ({_fmt_profiles(r.get('profiles'))} -> "
-                   f"{_fmt_profiles(c.get('profiles'))})")
+        out.append(f"optimisation profiles changed ({format_profiles(r.get('profiles'))} -> "
+                   f"{format_profiles(c.get('profiles'))})")
     re_, ce = r.get("extra") or {}, c.get("extra") or {}
     for k in sorted(set(re_) | set(ce)):
         if re_.get(k) != ce.get(k):
@@ -207,35 +208,25 @@ def check_cached_engine(bundle: Bundle, graph: str, key: CacheKey) -> tuple[bool
     return True, "same ONNX, TensorRT version, GPU, precision, profiles and builder settings; engine hash verified"
 
 
+def record_engine(bundle: Bundle, graph: "GraphPlan", path: Path | None = None) -> None:
+    """Record a built engine in the manifest the way `check_cached_engine` reads it back: its sha256, the key's
+    digest as `inputs_hash` and every key field as `cache_key` (the caller saves the manifest)."""
+    key, settings = graph.cache_key, graph.settings
+    if key is None or settings is None:
+        raise ConfigError(f"{graph.key}: no cache key to record the engine under ({graph.reason})")
+    bundle.record(engine_artifact(graph.key), Path(path or graph.engine), key.digest(), kind="tensorrt",
+                  graph=graph.key, precision=key.precision, trt_version=key.trt_version, gpu=key.gpu_name,
+                  compute_capability=key.compute_capability, builder_flags=list(settings.builder_flags),
+                  network_flags=list(settings.network_flags), onnx=Path(graph.onnx).name, cache_key=key.fields())
+
+
 # --------------------------------------------------------------------------------------------- profiles
-def encoder_profiles(cfg: DeployConfig) -> dict[str, dict[str, list[int]]]:
-    """min/opt/max for the encoder's dynamic num_voxels; P and F come from the model config."""
-    t, m = cfg.export.tensorrt, cfg.model
-    p, f = m.max_points_per_voxel, m.encoder_in_features
-    return {"input_features": {"min": [t.num_voxels_min, p, f], "opt": [t.num_voxels_opt, p, f],
-                               "max": [t.num_voxels_max, p, f]}}
+def graph_profiles(family: ModelFamily, cfg: DeployConfig, graph: str) -> dict[str, dict[str, list[int]]]:
+    """The graph's optimisation profiles from the family's rule; none for a family with static shapes only."""
+    return family.tensorrt.profiles(cfg, graph) if family.tensorrt is not None else {}
 
 
-def graph_profiles(cfg: DeployConfig, graph: str) -> dict[str, dict[str, list[int]]]:
-    return encoder_profiles(cfg) if graph == "encoder" else {}  # the head's input is static
-
-
-def _onnx_model(onnx_path: Path):
-    import onnx
-
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ONNX file not found; run export with export.mode onnx (or both) first")
-    return onnx.load(str(path), load_external_data=False)
-
-
-def has_qdq(onnx_path: Path) -> bool:
-    """True when the graph is explicitly quantized (QuantizeLinear/DequantizeLinear nodes)."""
-    model = _onnx_model(onnx_path)
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-
-
-def _graph_inputs(model) -> dict[str, list[int | str]]:
+def _graph_inputs(model: Any) -> dict[str, list[int | str]]:
     inits = {i.name for i in model.graph.initializer}
     out = {}
     for i in model.graph.input:
@@ -246,24 +237,15 @@ def _graph_inputs(model) -> dict[str, list[int | str]]:
     return out
 
 
-def _model_max_voxels(model) -> int | None:
-    for p in model.metadata_props:
-        if p.key == "model_config":
-            try:
-                return int(json.loads(p.value)["max_voxels"])
-            except (ValueError, KeyError, TypeError):
-                return None
-    return None
-
-
-def validate_profiles(onnx_path: Path, profile: Mapping[str, Mapping[str, Sequence[int]]]) -> None:
-    """Raise ConfigError when the profile contradicts the graph: unknown input, rank, static dims (P, F), order,
-    a dynamic input without a profile, or num_voxels_max below the model's max_voxels (dense frames would not
-    fit the engine). Reads the ONNX with `onnx` only."""
+def validate_profiles(onnx_path: Path, profile: Mapping[str, Mapping[str, Sequence[int]]],
+                      axis_names: Mapping[str, Mapping[int, str]] | None = None) -> None:
+    """Raise ConfigError when the profile contradicts the graph: unknown input, rank, a static dim the profile
+    changes, min/opt/max order, or a dynamic input without a profile. ``axis_names`` (the family's) name axes and
+    their config keys in the messages. Reads the ONNX with `onnx` only."""
     path = Path(onnx_path)
-    model = _onnx_model(path)
-    inputs = _graph_inputs(model)
+    inputs = _graph_inputs(load_onnx_graph(path))
     where = f"{path.name}"
+    names = axis_names or {}
     for name, shapes in profile.items():
         if name not in inputs:
             raise ConfigError(f"{where}: optimisation profile names input '{name}', but the graph's inputs are "
@@ -276,45 +258,33 @@ def validate_profiles(onnx_path: Path, profile: Mapping[str, Mapping[str, Sequen
                                   f"input has rank {len(dims)} ({dims})")
         for axis, d in enumerate(dims):
             lo, mid, hi = mn[axis], opt[axis], mx[axis]
+            what = names.get(name, {}).get(axis, f"axis {axis}")
             if isinstance(d, int) and d > 0:
                 if not lo == mid == hi == d:
-                    what = {1: "max_points_per_voxel (P)", 2: "encoder_in_features (F)"}.get(axis, f"axis {axis}") \
-                        if name == "input_features" else f"axis {axis}"
                     raise ConfigError(
                         f"{where}: '{name}' {what} is static {d} in the graph, but the profile asks for "
-                        f"min {lo} / opt {mid} / max {hi}: export the ONNX with this model config, or fix "
-                        f"model.max_points_per_voxel / model.encoder_in_features")
+                        f"min {lo} / opt {mid} / max {hi}: export the ONNX with this model config, or fix the "
+                        f"model config")
             elif not 1 <= lo <= mid <= hi:
-                raise ConfigError(f"{where}: '{name}' dynamic axis {axis} ({d}) needs 1 <= min <= opt <= max, got "
-                                  f"{lo}, {mid}, {hi} (export.tensorrt.num_voxels_min/opt/max)")
-        if name == "input_features":
-            max_voxels = _model_max_voxels(model)
-            if max_voxels is not None and mx[0] < max_voxels:
-                raise ConfigError(
-                    f"{where}: export.tensorrt.num_voxels_max={mx[0]} is below the model's max_voxels={max_voxels} "
-                    f"recorded in the ONNX: frames with more pillars would not fit the engine; raise "
-                    f"num_voxels_max to at least {max_voxels} or lower model.max_voxels")
+                raise ConfigError(f"{where}: '{name}' dynamic {what} ({d}) needs 1 <= min <= opt <= max, got "
+                                  f"{lo}, {mid}, {hi}")
     for name, dims in inputs.items():
         if any(not (isinstance(d, int) and d > 0) for d in dims) and name not in profile:
             raise ConfigError(f"{where}: input '{name}' has dynamic dims {dims} but no optimisation profile is set")
 
 
-def profile_notes(onnx_path: Path, profile: Mapping[str, Mapping[str, Sequence[int]]]) -> list[str]:
-    """Non-fatal remarks (e.g. a profile larger than the pipeline can ever feed)."""
-    notes = []
-    if "input_features" in profile:
-        try:
-            max_voxels = _model_max_voxels(_onnx_model(onnx_path))
-        except ConfigError:
-            return notes
-        mx = profile["input_features"]["max"][0]
-        if max_voxels is not None and mx > max_voxels:
-            notes.append(f"num_voxels_max {mx} exceeds model.max_voxels {max_voxels}: the pipeline never feeds more "
-                         f"than {max_voxels} pillars (the extra range costs memory only)")
-        mn = profile["input_features"]["min"][0]
-        if mn > 1:
-            notes.append(f"frames with fewer than {mn} pillars are zero-padded to {mn} rows by the runner "
-                         f"(each pillar is encoded independently) and the padding is cut from the output")
+def check_graph_profiles(family: ModelFamily, spec: GraphSpec, onnx_path: Path,
+                         profile: Mapping[str, Mapping[str, Sequence[int]]]) -> list[str]:
+    """validate_profiles plus the family's own check; returns non-fatal notes, raises ConfigError on a problem."""
+    rules = family.tensorrt
+    validate_profiles(onnx_path, profile, rules.axis_names if rules else None)
+    notes = rules.check_profiles(Path(onnx_path), spec.key, profile) if rules else []
+    if spec.rows_independent:
+        for name, s in profile.items():
+            if s["min"][0] > 1:
+                notes.append(f"inputs with fewer than {s['min'][0]} rows of '{name}' are zero-padded to "
+                             f"{s['min'][0]} rows by the runner (each row is computed independently) and the "
+                             f"padding is cut from the output")
     return notes
 
 
@@ -322,8 +292,8 @@ def profile_notes(onnx_path: Path, profile: Mapping[str, Mapping[str, Sequence[i
 def fit_rows(x: np.ndarray, n: int) -> np.ndarray:
     """Exactly `n` rows: evenly spaced rows when there are more, the rows repeated in order when fewer.
 
-    Repeating real pillars (rather than zero-padding) keeps the activation statistics those of real data:
-    the pipeline never feeds an all-zero pillar at run time.
+    Repeating real rows (rather than zero-padding) keeps the activation statistics those of real data:
+    the pipeline never feeds an all-zero row at run time.
     """
     v = x.shape[0]
     if v == 0:
@@ -332,40 +302,113 @@ def fit_rows(x: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(x[idx], dtype=np.float32)
 
 
-def calibration_batches(samples: Iterable[Any], pipeline: "CenterPointPipeline", num_frames: int, num_voxels: int,
-                        graphs: Sequence[str] = GRAPHS) -> Iterator[dict[str, np.ndarray]]:
-    """What the INT8 calibrators are fed, one dict per frame, from the SAME preprocessing as evaluation.
-
-    encoder: `input_features` = pipeline.preprocess(points).input_features fitted to `num_voxels` rows
-    (the calibration profile's fixed shape). head: `spatial_features` = the reference pipeline's encoder output
-    scattered to the BEV canvas (computed from the real, unfitted pillars). Frames without pillars are skipped
-    (the pipeline skips the graphs for them too). Deterministic: same samples -> same batches.
-    """
-    import torch
-
-    done = 0
-    for s in samples:
-        if done >= num_frames:
-            break
-        pre = pipeline.preprocess(s.points)
-        if pre.input_features.shape[0] == 0:
-            log.debug("calibration: frame %s has no pillars; skipped", getattr(s, "token", "?"))
-            continue
-        batch: dict[str, np.ndarray] = {}
-        if "encoder" in graphs:
-            batch["input_features"] = fit_rows(pre.input_features.detach().float().cpu().numpy(), num_voxels)
-        if "head" in graphs:
-            with torch.inference_mode():
-                spatial = pipeline.scatter(pipeline.encode(pre.input_features), pre.coords)
-            batch["spatial_features"] = np.ascontiguousarray(spatial.detach().float().cpu().numpy())
-        yield batch
-        done += 1
+def calibration_shape(family: ModelFamily, cfg: DeployConfig, spec: GraphSpec) -> list[int] | None:
+    """The fixed shape INT8 calibration feeds the graph: the family's rule, else its sole input's static shape."""
+    if family.tensorrt is not None:
+        return list(family.tensorrt.calibration_shape(cfg, spec.key))
+    shape = spec.inputs[0].shape if len(spec.inputs) == 1 else None
+    return list(shape) if shape is not None and all(isinstance(d, int) for d in shape) else None
 
 
 # --------------------------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """Implicit INT8: which calibrator, fed how many frames of which fixed shape, cached where."""
+
+    input_name: str
+    calibrator: str  # the TensorRT class, e.g. IInt8EntropyCalibrator2
+    frames: int
+    batch_shape: list[int]
+    data: str
+    cache: Path | None  # None until the ONNX hash and TensorRT version are known
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_name": self.input_name, "calibrator": self.calibrator, "frames": self.frames,
+                "batch_shape": list(self.batch_shape), "data": self.data,
+                "cache": str(self.cache) if self.cache else "pending (named after ONNX hash and TensorRT version)"}
+
+
+@dataclass
+class GraphPlan:
+    """One graph's engine: where from and to, how it is built per TensorRT version, and whether the cached one fits."""
+
+    key: str  # the family's graph key (manifest key trt_<key>)
+    name: str  # the graph's name, e.g. pts_voxel_encoder
+    onnx: Path
+    onnx_sha256: str | None  # None when the ONNX does not exist (yet); onnx_status says why
+    onnx_status: str
+    engine: Path
+    profiles: dict[str, dict[str, list[int]]]
+    workspace_mb: int
+    dla_core: int | None
+    explicit_quantization: bool
+    builder: dict[str, BuilderSettings | None]  # per TensorRT version label; None: the policy is not valid there
+    calibration: CalibrationPlan | None
+    timing_cache: Path | None  # None until the TensorRT version and GPU are known
+    profile_check: str
+    cache_key: CacheKey | None
+    reusable: bool
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> BuilderSettings | None:
+        """The builder settings to build with: the first TensorRT version's that is valid."""
+        return next((s for s in self.builder.values() if s is not None), None)
+
+    @property
+    def tolerance(self) -> str | None:
+        return self.settings.tolerance if self.settings else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "name": self.name, "onnx": str(self.onnx),
+            "onnx_sha256": self.onnx_sha256 or self.onnx_status, "engine": str(self.engine),
+            "profiles": self.profiles, "workspace_mb": self.workspace_mb, "dla_core": self.dla_core,
+            "explicit_quantization": self.explicit_quantization,
+            "builder": {k: None if s is None else {"flags": list(s.builder_flags),
+                                                   "network_flags": list(s.network_flags),
+                                                   "strongly_typed": s.strongly_typed,
+                                                   "workspace_api": s.workspace_api,
+                                                   "default_device_type": s.default_device_type,
+                                                   "notes": list(s.notes)}
+                        for k, s in self.builder.items()},
+            "tolerance": self.tolerance,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "timing_cache": str(self.timing_cache) if self.timing_cache else
+            "pending (named after TensorRT version and GPU)",
+            "profile_check": self.profile_check, "cache_key": self.cache_key.digest() if self.cache_key else None,
+            "reusable": self.reusable, "reason": self.reason, "notes": list(self.notes),
+        }
+
+
+@dataclass
+class TrtPlan:
+    """The full TensorRT build plan: the environment, what the export mode does, and one GraphPlan per graph."""
+
+    tensorrt_version: str
+    gpu: str
+    compute_capability: str
+    mode: str
+    builds_engines: bool
+    reuses_engines: bool
+    onnx_source: str
+    precision: str
+    graphs: dict[str, GraphPlan]
+    problems: list[str]
+    api: str = API
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tensorrt_version": self.tensorrt_version, "gpu": self.gpu,
+                "compute_capability": self.compute_capability, "api": self.api, "mode": self.mode,
+                "builds_engines": self.builds_engines, "reuses_engines": self.reuses_engines,
+                "onnx_source": self.onnx_source, "precision": self.precision,
+                "graphs": {k: g.to_dict() for k, g in self.graphs.items()}, "problems": list(self.problems)}
+
+
 def onnx_paths(cfg: DeployConfig, bundle: Bundle) -> tuple[dict[str, Path], str]:
     """Where the engines' ONNX comes from: export.onnx_source when set, else the bundle (work_dir)."""
-    names = onnx_file_names(cfg.model)
+    names = get_family(cfg.family).onnx_file_names(cfg.model)
     if cfg.export.mode in ("trt", "none") and cfg.export.onnx_source:
         src = Path(cfg.export.onnx_source)
         return {k: src / n for k, n in names.items()}, f"export.onnx_source ({src})"
@@ -374,184 +417,111 @@ def onnx_paths(cfg: DeployConfig, bundle: Bundle) -> tuple[dict[str, Path], str]
     return {k: bundle.root / n for k, n in names.items()}, f"the bundle in work_dir ({bundle.root})"
 
 
-def _parse_version(v: str) -> tuple[int, int]:
-    parts = [int(p) for p in re.findall(r"\d+", v)[:2]]
-    return (parts + [0, 0])[0], (parts + [0, 0])[1]
-
-
-def build_plan(cfg: DeployConfig, bundle: Bundle, onnx: Mapping[str, Path] | None = None,
-               env: TrtEnvironment | None = None) -> dict[str, Any]:
-    """The full TensorRT build plan, per graph: settings, profiles, caches, calibrator, cache key and reuse."""
-    from .tensorrt_build import builder_settings  # pure; imported here to keep the modules' import order simple
-
-    env = env or trt_environment(cfg.device)
-    t = cfg.export.tensorrt
-    paths, source = (dict(onnx), "given") if onnx is not None else onnx_paths(cfg, bundle)
-    engines = engine_file_names(cfg.model)
-    builds = cfg.export.mode in ("trt", "both")
-    uses_trt = "tensorrt" in set(cfg.evaluate.backends) | {b for p in cfg.verify.scenarios for b in p}
-    plan: dict[str, Any] = {
-        "tensorrt_version": env.trt_version or NOT_INSTALLED,
-        "gpu": env.gpu_name or UNKNOWN,
-        "compute_capability": env.compute_capability or UNKNOWN,
-        "api": "direct tensorrt Python API (OnnxParser, build_serialized_network; runtime: set_tensor_address + "
-               "execute_async_v3 from TensorRT 8.5, bindings + execute_async_v2 before)",
-        "mode": cfg.export.mode,
-        "builds_engines": builds,
-        "reuses_engines": cfg.export.mode == "none" and uses_trt,
-        "onnx_source": source,
-        "precision": t.precision,
-        "graphs": {},
-        "problems": [],
-    }
-    versions = [env.trt_version] if env.trt_version else ["8.6", "10.3"]
-    for graph in GRAPHS:
-        onnx_path = Path(paths[graph])
-        exists = onnx_path.is_file()
-        onnx_sha = sha256_file(onnx_path) if exists else None
-        qdq = has_qdq(onnx_path) if exists else False
-        profiles = graph_profiles(cfg, graph)
-        g: dict[str, Any] = {
-            "onnx": str(onnx_path),
-            "onnx_sha256": onnx_sha or ("exported by this run" if cfg.export.mode in ("onnx", "both")
-                                        else "missing: run export with export.mode onnx first"),
-            "engine": str(bundle.root / engines[graph]),
-            "profiles": profiles,
-            "workspace_mb": t.workspace_mb,
-            "dla_core": t.dla_core,
-            "explicit_quantization": qdq,
-            "notes": [],
-        }
-        settings, invalid = {}, []
-        for v in versions:
-            label = v if env.trt_version else f"TensorRT {v} ({'JetPack 5' if v.startswith('8') else 'JetPack 6'})"
-            try:
-                settings[label] = builder_settings(t.precision, _parse_version(v), qdq, t.dla_core)
-            except ConfigError as e:
-                settings[label] = None
-                invalid.append(f"{label}: {e}")
-        if invalid and all(s is None for s in settings.values()):
-            plan["problems"].append(f"{graph}: {invalid[0]}")
-        else:
-            g["notes"] += [f"not buildable on {m}" for m in invalid]
-        g["builder"] = {k: (None if s is None else {"flags": list(s.builder_flags),
-                                                   "network_flags": list(s.network_flags),
-                                                   "strongly_typed": s.strongly_typed,
-                                                   "workspace_api": s.workspace_api,
-                                                   "default_device_type": s.default_device_type,
-                                                   "notes": list(s.notes)})
-                        for k, s in settings.items()}
-        first = next((s for s in settings.values() if s is not None), None)
-        g["tolerance"] = first.tolerance if first else None
-        calib_shape = ([t.num_voxels_opt, cfg.model.max_points_per_voxel, cfg.model.encoder_in_features]
-                       if graph == "encoder" else
-                       [1, cfg.model.pillar_channels, cfg.model.grid_size[1], cfg.model.grid_size[0]])
-        if first is not None and first.int8_calibration:
-            fp = calibration_fingerprint(cfg, graph, onnx_sha or "pending", env.trt_version or "pending", calib_shape)
-            g["calibration"] = {
-                "calibrator": {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}[t.calibrator],
-                "frames": t.calibration_frames, "batch_shape": calib_shape,
-                "data": f"{cfg.data.source} frames (same preprocessing as evaluation)"
-                        + ("; head batches = FP32 reference encoder + scatter" if graph == "head" else ""),
-                "cache": str(calibration_cache_path(bundle, graph, t.calibrator, fp))
-                if env.trt_version and onnx_sha else "pending (named after ONNX hash and TensorRT version)",
-            }
-        else:
-            g["calibration"] = None
-        g["timing_cache"] = (str(timing_cache_path(bundle, env.trt_version, env.gpu_name, env.compute_capability))
-                             if env.complete else "pending (named after TensorRT version and GPU)")
-        if exists:
-            try:
-                validate_profiles(onnx_path, profiles)
-                g["profile_check"] = "ok"
-                g["notes"] += profile_notes(onnx_path, profiles)
-            except ConfigError as e:
-                g["profile_check"] = f"FAILED: {e}"
-                plan["problems"].append(str(e))
-        else:
-            g["profile_check"] = "pending (no ONNX yet)"
-        key = None
-        if env.complete and onnx_sha and first is not None:
-            key = CacheKey(onnx_sha, env.trt_version, env.gpu_name, env.compute_capability, t.precision, profiles,
-                           engine_extra(cfg, first, g["calibration"]))
-            g["cache_key"] = key.digest()
-            g["reusable"], g["reason"] = check_cached_engine(bundle, graph, key)
-        else:
-            g["cache_key"] = None
-            g["reusable"] = False
-            why = []
-            if not env.trt_version:
-                why.append("TensorRT is not installed here")
-            if not env.gpu_name:
-                why.append("no CUDA GPU is visible")
-            if not onnx_sha:
-                why.append("the ONNX does not exist yet")
-            if first is None:
-                why.append("the precision policy is not valid for this TensorRT")
-            g["reason"] = "cannot be checked: " + ", ".join(why)
-        g["_key"] = key
-        plan["graphs"][graph] = g
-    return plan
-
-
-def engine_extra(cfg: DeployConfig, settings: Any, calibration: Mapping[str, Any] | None) -> dict[str, Any]:
+def engine_extra(cfg: DeployConfig, settings: BuilderSettings, calibration: CalibrationPlan | None
+                 ) -> dict[str, Any]:
     """The cache key's `extra` field: builder settings beyond precision and profiles."""
     t = cfg.export.tensorrt
     return {"workspace_mb": t.workspace_mb, "dla_core": t.dla_core, "builder_flags": sorted(settings.builder_flags),
             "network_flags": sorted(settings.network_flags),
-            "calibration": None if not calibration else {k: calibration[k] for k in ("calibrator", "frames",
-                                                                                        "batch_shape")}
-            | {"data": cfg.data.model_dump(mode="json")},
+            "calibration": None if calibration is None else
+            {"calibrator": calibration.calibrator, "frames": calibration.frames,
+             "batch_shape": list(calibration.batch_shape), "data": cfg.data.model_dump(mode="json")},
             "builder_code": TRT_BUILD_CODE_VERSION}
 
 
-def print_dry_run(cfg: DeployConfig, bundle: Bundle, console: "Console") -> int:
-    """Print the build plan (works without TensorRT); 0, or ConfigError after printing when the plan is invalid."""
-    from rich.table import Table
+def _builder_per_version(t: Any, env: TrtEnvironment, qdq: bool) -> tuple[dict[str, BuilderSettings | None],
+                                                                          list[str]]:
+    """Settings for this TensorRT, or for both generations (JetPack 5 / 6) when it is not installed."""
+    versions = [env.trt_version] if env.trt_version else ["8.6", "10.3"]
+    settings: dict[str, BuilderSettings | None] = {}
+    invalid: list[str] = []
+    for v in versions:
+        label = v if env.trt_version else f"TensorRT {v} ({'JetPack 5' if v.startswith('8') else 'JetPack 6'})"
+        try:
+            settings[label] = builder_settings(t.precision, parse_version(v), qdq, t.dla_core)
+        except ConfigError as e:
+            settings[label] = None
+            invalid.append(f"{label}: {e}")
+    return settings, invalid
 
-    plan = build_plan(cfg, bundle)
-    console.print("[bold]TensorRT build plan[/] (dry run: nothing is built)")
-    console.print(f"TensorRT: {plan['tensorrt_version']}   GPU: {plan['gpu']} (compute capability "
-                  f"{plan['compute_capability']})")
-    console.print(f"export.mode: {plan['mode']}   precision: {plan['precision']}   ONNX: {plan['onnx_source']}")
-    if not plan["builds_engines"] and not plan["reuses_engines"]:
-        console.print(f"export.mode '{plan['mode']}' builds no TensorRT engines; the plan below is what modes "
-                      f"'trt'/'both' would build.")
-    console.print(f"API: {plan['api']}")
-    for graph, g in plan["graphs"].items():
-        table = Table(title=f"{graph}: {Path(g['onnx']).name} -> {Path(g['engine']).name}", show_header=False,
-                      title_justify="left")
-        table.add_column("item", style="bold")
-        table.add_column("value")
-        table.add_row("onnx sha256", str(g["onnx_sha256"])[:64])
-        for label, b in g["builder"].items():
-            if b is None:
-                table.add_row(f"builder ({label})", "[red]precision not available (see note)[/]")
-                continue
-            flags = ", ".join(b["flags"]) or "none"
-            net = ", ".join(b["network_flags"]) or "none"
-            table.add_row(f"builder ({label})" if len(g["builder"]) > 1 else "builder flags",
-                          f"{flags}; network: {net}; workspace via {b['workspace_api']}; device "
-                          f"{b['default_device_type']}")
-            for n in b["notes"]:
-                table.add_row("", f"note: {n}")
-        table.add_row("profiles", _fmt_profiles(g["profiles"]))
-        table.add_row("profile check", g["profile_check"])
-        table.add_row("workspace", f"{g['workspace_mb']} MiB")
-        table.add_row("DLA", "off (GPU)" if g["dla_core"] is None else f"core {g['dla_core']} + GPU_FALLBACK")
-        table.add_row("timing cache", g["timing_cache"])
-        c = g["calibration"]
-        table.add_row("INT8 calibration", "none" if c is None else
-                      f"{c['calibrator']}, {c['frames']} frames of {c['batch_shape']}; {c['data']}; cache {c['cache']}")
-        table.add_row("verify tolerance", str(g["tolerance"]))
-        table.add_row("cache key", g["cache_key"] or "n/a")
-        table.add_row("cached engine", ("[green]reusable[/]: " if g["reusable"] else "[yellow]rebuild[/]: ")
-                      + g["reason"])
-        for n in g["notes"]:
-            table.add_row("note", n)
-        console.print(table)
-    if plan["problems"]:
-        for p in plan["problems"]:
-            console.print(f"[red]problem[/]: {p}")
-        raise ConfigError(plan["problems"][0])
-    return 0
+
+def _graph_plan(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, spec: GraphSpec, onnx_path: Path,
+                engine: Path, env: TrtEnvironment, problems: list[str]) -> GraphPlan:
+    t = cfg.export.tensorrt
+    exists = onnx_path.is_file()
+    onnx_sha = sha256_file(onnx_path) if exists else None
+    qdq = has_qdq(onnx_path) if exists else False
+    profiles = graph_profiles(family, cfg, spec.key)
+    notes: list[str] = []
+    builder, invalid = _builder_per_version(t, env, qdq)
+    if invalid and all(s is None for s in builder.values()):
+        problems.append(f"{spec.key}: {invalid[0]}")
+    else:
+        notes += [f"not buildable on {m}" for m in invalid]
+    first = next((s for s in builder.values() if s is not None), None)
+    calibration = None
+    if first is not None and first.int8_calibration:
+        shape = calibration_shape(family, cfg, spec)
+        if family.tensorrt is None or shape is None:
+            problems.append(f"{spec.key}: family '{family.name}' declares no INT8 calibration data; use precision "
+                            f"int8 with a Q/DQ ONNX, or another precision")
+        else:
+            cache = None
+            if env.trt_version and onnx_sha:
+                fp = calibration_fingerprint(cfg, spec.key, onnx_sha, env.trt_version, shape)
+                cache = calibration_cache_path(bundle, spec.key, t.calibrator, fp)
+            calibration = CalibrationPlan(
+                spec.inputs[0].name, CALIBRATORS[t.calibrator], t.calibration_frames, shape,
+                f"{cfg.data.source} frames (same preprocessing as evaluation)"
+                + ("" if spec.key == family.graphs(cfg.model)[0].key else
+                   f"; {spec.key} inputs = the FP32 reference pipeline's earlier graphs"), cache)
+    timing = (timing_cache_path(bundle, env.trt_version, env.gpu_name, env.compute_capability)
+              if env.complete else None)
+    if exists:
+        try:
+            notes += check_graph_profiles(family, spec, onnx_path, profiles)
+            profile_check = "ok"
+        except ConfigError as e:
+            profile_check = f"FAILED: {e}"
+            problems.append(str(e))
+    else:
+        profile_check = "pending (no ONNX yet)"
+    key = None
+    if env.complete and onnx_sha and first is not None:
+        key = CacheKey(onnx_sha, env.trt_version, env.gpu_name, env.compute_capability, t.precision, profiles,
+                       engine_extra(cfg, first, calibration))
+        reusable, reason = check_cached_engine(bundle, spec.key, key)
+    else:
+        why = [w for w, missing in (("TensorRT is not installed here", not env.trt_version),
+                                     ("no CUDA GPU is visible", not env.gpu_name),
+                                     ("the ONNX does not exist yet", not onnx_sha),
+                                     ("the precision policy is not valid for this TensorRT", first is None))
+               if missing]
+        reusable, reason = False, "cannot be checked: " + ", ".join(why)
+    return GraphPlan(
+        key=spec.key, name=spec.name, onnx=onnx_path, onnx_sha256=onnx_sha,
+        onnx_status=onnx_sha or ("exported by this run" if cfg.export.mode in ("onnx", "both")
+                                 else "missing: run export with export.mode onnx first"),
+        engine=engine, profiles=profiles, workspace_mb=t.workspace_mb, dla_core=t.dla_core,
+        explicit_quantization=qdq, builder=builder, calibration=calibration, timing_cache=timing,
+        profile_check=profile_check, cache_key=key, reusable=reusable, reason=reason, notes=notes)
+
+
+def build_plan(cfg: DeployConfig, bundle: Bundle, onnx: Mapping[str, Path] | None = None,
+               env: TrtEnvironment | None = None) -> TrtPlan:
+    """The full TensorRT build plan for the config's family, per graph: settings, profiles, caches, calibrator,
+    cache key and reuse."""
+    env = env or trt_environment(cfg.device)
+    family = get_family(cfg.family)
+    paths, source = (dict(onnx), "given") if onnx is not None else onnx_paths(cfg, bundle)
+    engines = engine_file_names(cfg)
+    uses_trt = "tensorrt" in set(cfg.evaluate.backends) | {b for p in cfg.verify.scenarios for b in p}
+    problems: list[str] = []
+    graphs = {spec.key: _graph_plan(family, cfg, bundle, spec, Path(paths[spec.key]), bundle.root / engines[spec.key],
+                                    env, problems)
+              for spec in family.graphs(cfg.model)}
+    return TrtPlan(
+        tensorrt_version=env.trt_version or NOT_INSTALLED, gpu=env.gpu_name or UNKNOWN,
+        compute_capability=env.compute_capability or UNKNOWN, mode=cfg.export.mode,
+        builds_engines=cfg.export.mode in ("trt", "both"), reuses_engines=cfg.export.mode == "none" and uses_trt,
+        onnx_source=source, precision=cfg.export.tensorrt.precision, graphs=graphs, problems=problems)

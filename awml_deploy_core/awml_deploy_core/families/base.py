@@ -4,8 +4,8 @@ replay, bench, node base) is written against this and nothing family-specific.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,25 @@ class GraphSpec:
     # The first axis is dynamic and its rows are computed independently (TensorRT may zero-pad up to the
     # optimisation profile's minimum and cut the padding from the outputs).
     rows_independent: bool = False
+
+
+@dataclass(frozen=True)
+class TrtRules:
+    """What TensorRT planning needs that only the family knows. The planner, builder and loader are generic; a family
+    whose graphs all have static inputs and that needs no INT8 calibration may leave ``ModelFamily.tensorrt`` None."""
+
+    # (deploy config, graph key) -> {input name: {"min"|"opt"|"max": shape}} for the graph's dynamic inputs
+    profiles: Callable[[Any, str], dict[str, dict[str, list[int]]]]
+    # (deploy config, graph key) -> the one fixed shape INT8 calibration feeds the graph's input
+    calibration_shape: Callable[[Any, str], list[int]]
+    # (samples, FP32 reference pipeline, frames, calibration shape, graph keys) -> {input name: array} per frame,
+    # from the same preprocessing as evaluation
+    calibration_batches: Callable[[Sequence[Any], Any, int, Sequence[int], Sequence[str]],
+                                  Iterator[dict[str, Any]]]
+    # (ONNX path, graph key, profiles) -> notes; ConfigError when the profile contradicts what the ONNX records
+    check_profiles: Callable[[Path, str, Mapping[str, Any]], list[str]]
+    # input name -> {axis: what it is and which config key sets it}, for profile error messages
+    axis_names: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,8 @@ class ModelFamily:
     report_sections: Callable[[dict[str, Any], Path], list[str]]
     # (deploy config, bundle dir) -> files the bundle also carries for the vehicle (e.g. Autoware parameter files)
     bundle_files: Callable[[Any, Path], list[Path]]
+    # TensorRT profiles and calibration (None: static shapes only, no INT8 calibration)
+    tensorrt: TrtRules | None = None
 
     def graph(self, model_cfg: Any, key: str) -> GraphSpec:
         return next(g for g in self.graphs(model_cfg) if g.key == key)

@@ -28,6 +28,7 @@ from ..models.centerpoint import (
 )
 from ..export.onnx_export import onnx_file_names
 from .base import GraphSpec, ModelFamily
+from .centerpoint_trt import RULES as TRT_RULES
 
 
 def graphs(cfg: CenterPointModelConfig) -> tuple[GraphSpec, ...]:
@@ -139,4 +140,5 @@ FAMILY = ModelFamily(
     metric_columns=metric_columns,
     report_sections=report_sections,
     bundle_files=bundle_files,
+    tensorrt=TRT_RULES,
 )
