@@ -19,6 +19,7 @@ the x/y range are dropped (two steps Autoware does not have; see export/autoware
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -48,6 +49,12 @@ def wrap_angle(a: Tensor) -> Tensor:
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
 
 
+@functools.lru_cache(maxsize=64)
+def _device_constant(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """A float32 table on the device, uploaded once (a host-to-device copy per frame would synchronize)."""
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
 def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3D:
     heatmap = outputs["heatmap"]
     if heatmap.dim() != 4 or heatmap.shape[0] != 1:
@@ -58,15 +65,17 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
     dev = heatmap.device
     scores_all = torch.sigmoid(heatmap[0].float())  # (C, H, W)
     score, label = torch.max(scores_all, dim=0)
-    thr = torch.tensor(class_thresholds(cfg), dtype=torch.float32, device=dev)
+    thr = _device_constant(tuple(class_thresholds(cfg)), dev)
     flat_score = score.reshape(-1)
     flat_label = label.reshape(-1)
     passed = flat_score > thr[flat_label]
     if cfg.nms.yaw_norm_thresholds is not None and any(t > 0 for t in cfg.nms.yaw_norm_thresholds):
         rot = outputs["rot"][0].float()
         norm = torch.sqrt(rot[0] * rot[0] + rot[1] * rot[1]).reshape(-1)
-        yaw_thr = torch.tensor(yaw_norm_thresholds(cfg), dtype=torch.float32, device=dev)
+        yaw_thr = _device_constant(tuple(yaw_norm_thresholds(cfg)), dev)
         passed &= norm >= yaw_thr[flat_label]
+    if heatmap.is_cuda:
+        return _decode_static(outputs, cfg, flat_score, flat_label, passed, w_out)
     idx = torch.nonzero(passed).squeeze(1)
     if idx.numel() == 0:
         return Boxes3D()
@@ -74,6 +83,37 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
     order = torch.sort(s, descending=True, stable=True).indices[: cfg.max_num]
     idx, s = idx[order], s[order]
     lab = flat_label[idx]
+    boxes, velocity, inside = _boxes_at(outputs, cfg, idx, w_out)
+    return Boxes3D(
+        boxes=boxes[inside].cpu().numpy(),
+        scores=s[inside].cpu().numpy(),
+        labels=lab[inside].cpu().numpy().astype(np.int64),
+        velocities=velocity[inside].cpu().numpy(),
+    )
+
+
+def _decode_static(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, flat_score: Tensor,
+                   flat_label: Tensor, passed: Tensor, w_out: int) -> Boxes3D:
+    """The same candidates as the CPU path, with no data-dependent shape on the device: all cells sorted with the
+    failed ones below every passing score (stable, so ties keep raster order), the first ``max_num`` decoded,
+    and everything copied to the host in one transfer (the one sync of post-processing)."""
+    masked = torch.where(passed, flat_score, torch.full((), -1.0, device=flat_score.device))
+    s, idx = torch.sort(masked, descending=True, stable=True)
+    k = min(cfg.max_num, idx.numel())
+    idx, s = idx[:k], s[:k]
+    boxes, velocity, inside = _boxes_at(outputs, cfg, idx, w_out)
+    keep = inside & (s >= 0)  # a passing score is > its threshold >= 0
+    packed = torch.cat([boxes, s[:, None], flat_label[idx].to(torch.float32)[:, None], velocity,
+                        keep.to(torch.float32)[:, None]], dim=1).cpu().numpy()
+    rows = packed[packed[:, 11] > 0]
+    return Boxes3D(boxes=np.ascontiguousarray(rows[:, :7]), scores=np.ascontiguousarray(rows[:, 7]),
+                   labels=rows[:, 8].astype(np.int64), velocities=np.ascontiguousarray(rows[:, 9:11]))
+
+
+def _boxes_at(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, idx: Tensor, w_out: int
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes (K, 7), velocities (K, 2) and the in-range mask (K,) of the output cells ``idx`` (raster order)."""
+    dev = idx.device
 
     def at(name: str, ch: int) -> Tensor:
         return outputs[name][0, ch].reshape(-1)[idx].float()
@@ -95,12 +135,5 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
         velocity = torch.stack([at("vel", 0), at("vel", 1)], dim=1)
     else:
         velocity = torch.zeros(idx.numel(), 2, device=dev)
-
     inside = (x >= r[0]) & (x <= r[3]) & (y >= r[1]) & (y <= r[4])
-    boxes = torch.stack([x, y, z, length, width, height, yaw], dim=1)[inside]
-    return Boxes3D(
-        boxes=boxes.cpu().numpy(),
-        scores=s[inside].cpu().numpy(),
-        labels=lab[inside].cpu().numpy().astype(np.int64),
-        velocities=velocity[inside].cpu().numpy(),
-    )
+    return torch.stack([x, y, z, length, width, height, yaw], dim=1), velocity, inside
