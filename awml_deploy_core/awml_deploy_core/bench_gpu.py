@@ -26,8 +26,9 @@ STAGES = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
 REALISTIC_CANDIDATES = 300  # cells above the score threshold for the random-weight model (a trained one: ~100s)
 
 
-def count_syncs(fn: Callable[[], Any]) -> tuple[Any, int]:
-    """(fn(), how many synchronizing CUDA calls it made), read from PyTorch's sync debug warnings."""
+def count_syncs(fn: Callable[[], Any], sites: list[str] | None = None) -> tuple[Any, int]:
+    """(fn(), how many synchronizing CUDA calls it made), read from PyTorch's sync debug warnings; ``sites``
+    collects where each one was made (file:line)."""
     prev = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -36,7 +37,10 @@ def count_syncs(fn: Callable[[], Any]) -> tuple[Any, int]:
             out = fn()
         finally:
             torch.cuda.set_sync_debug_mode(prev)
-    return out, sum("synchroniz" in str(w.message) for w in caught)
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    if sites is not None:
+        sites.extend(f"{Path(w.filename).name}:{w.lineno}" for w in syncs)
+    return out, len(syncs)
 
 
 def p50_p99(values: list[float]) -> tuple[float, float]:
@@ -132,9 +136,10 @@ def bench_cuda(rows: list[tuple[str, str, str]], repeats: int) -> None:
                         out = pipe(cloud)
                         for k in STAGES:
                             t[k].append(out.timings_ms[k])
-                    pre, s_pre = count_syncs(lambda: pipe.preprocess(cloud))
+                    sites: list[str] = []
+                    pre, s_pre = count_syncs(lambda: pipe.preprocess(cloud), sites)
                     heads = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords))
-                    dets, s_post = count_syncs(lambda: pipe.postprocess(heads))
+                    dets, s_post = count_syncs(lambda: pipe.postprocess(heads), sites)
                     p = {k: p50_p99(v) for k, v in t.items()}
                     stages = " ".join(f"{k[:4]} {p[k][0]:.2f}/{p[k][1]:.2f}" for k in STAGES[:-1])
                     label = precision + ("+graph" if graph else "")
@@ -143,7 +148,8 @@ def bench_cuda(rows: list[tuple[str, str, str]], repeats: int) -> None:
                                  f"p50/p99 ms: {stages}; pre+post p50 "
                                  f"{p['preprocess'][0] + p['postprocess'][0]:.2f}; syncs pre {s_pre} post {s_post}; "
                                  f"{pre.stats.num_voxels} pillars, {_candidates(heads['heatmap'], mcfg)} cand., "
-                                 f"{len(dets)} dets; x{p['total'][0] / floor:.2f} of floor"))
+                                 f"{len(dets)} dets; x{p['total'][0] / floor:.2f} of floor; syncs at "
+                                 f"{', '.join(sites)}"))
         host = clouds[200_000].cpu().numpy()
         up = _timed_ms(lambda: torch.from_numpy(host).cuda(), frames)
     rows.append(("cuda cloud upload 200k (pageable numpy -> GPU)", f"{statistics.median(up):.2f} ms",
