@@ -26,10 +26,19 @@ STAGES = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
 REALISTIC_CANDIDATES = 300  # cells above the score threshold for the random-weight model (a trained one: ~100s)
 
 
+_primed: list[bool] = []
+
+
 def count_syncs(fn: Callable[[], Any], sites: list[str] | None = None) -> tuple[Any, int]:
     """(fn(), how many synchronizing CUDA calls it made), read from PyTorch's sync debug warnings; ``sites``
     collects where each one was made (file:line)."""
     prev = torch.cuda.get_sync_debug_mode()
+    if not _primed:  # the first switch of the debug mode itself warns once (torch/cuda/__init__.py): not fn's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.cuda.set_sync_debug_mode("warn")
+            torch.cuda.set_sync_debug_mode(prev)
+        _primed.append(True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")

@@ -151,6 +151,15 @@ def test_decode_static_path_matches_cpu():
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
     np.testing.assert_allclose(a.boxes, b.boxes, rtol=1e-5, atol=1e-5)
+    from awml_deploy_core.pipelines.centerpoint.decode import GraphDecoder
+
+    graph = GraphDecoder(cfg)
+    for scale in (1.0, 0.7):  # capture, then replay on new values
+        outs_cuda = {k: v.cuda() * scale for k, v in outs.items()}
+        g, e = graph(outs_cuda), decode(outs_cuda, cfg)
+        assert graph.eager_reason is None and len(g) == len(e)
+        for f in ("boxes", "scores", "labels", "velocities"):
+            np.testing.assert_array_equal(getattr(g, f), getattr(e, f))
 
 
 @cuda
@@ -181,7 +190,8 @@ def test_pre_and_post_synchronize_at_most_once_each():
     pipe = CenterPointPipeline(cfg, torch_runners(build_centerpoint(cfg).eval(), cfg, "cuda"), "cuda")
     cloud = torch.from_numpy(messy_cloud(20000)).cuda()
     pipe(cloud)  # warm-up (lazy init, constant uploads)
-    pre, n_pre = count_syncs(lambda: pipe.preprocess(cloud))
+    sites: list[str] = []
+    pre, n_pre = count_syncs(lambda: pipe.preprocess(cloud), sites)
     outs = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords))
-    _, n_post = count_syncs(lambda: pipe.postprocess(outs))
-    assert n_pre <= 1 and n_post <= 1, (n_pre, n_post)
+    _, n_post = count_syncs(lambda: pipe.postprocess(outs), sites)
+    assert n_pre <= 1 and n_post <= 1, (n_pre, n_post, sites)

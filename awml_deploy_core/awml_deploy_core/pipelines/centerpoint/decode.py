@@ -20,6 +20,7 @@ the x/y range are dropped (two steps Autoware does not have; see export/autoware
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Mapping
 
@@ -29,6 +30,8 @@ from torch import Tensor
 
 from ...config import CenterPointModelConfig
 from ...structures import Boxes3D
+
+log = logging.getLogger(__name__)
 
 
 def class_thresholds(cfg: CenterPointModelConfig) -> list[float]:
@@ -55,7 +58,8 @@ def _device_constant(values: tuple[float, ...], device: torch.device) -> Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device)
 
 
-def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3D:
+def _candidates(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Per output cell: best score, its label, whether it passes (class threshold, yaw norm); and the map width."""
     heatmap = outputs["heatmap"]
     if heatmap.dim() != 4 or heatmap.shape[0] != 1:
         raise ValueError(f"heatmap must have shape [1, num_classes, H, W], got {tuple(heatmap.shape)}")
@@ -74,8 +78,13 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
         norm = torch.sqrt(rot[0] * rot[0] + rot[1] * rot[1]).reshape(-1)
         yaw_thr = _device_constant(tuple(yaw_norm_thresholds(cfg)), dev)
         passed &= norm >= yaw_thr[flat_label]
-    if heatmap.is_cuda:
-        return _decode_static(outputs, cfg, flat_score, flat_label, passed, w_out)
+    return flat_score, flat_label, passed, w_out
+
+
+def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3D:
+    if outputs["heatmap"].is_cuda:
+        return unpack(decode_packed(outputs, cfg).cpu().numpy())  # one transfer: the one sync
+    flat_score, flat_label, passed, w_out = _candidates(outputs, cfg)
     idx = torch.nonzero(passed).squeeze(1)
     if idx.numel() == 0:
         return Boxes3D()
@@ -92,22 +101,70 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
     )
 
 
-def _decode_static(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, flat_score: Tensor,
-                   flat_label: Tensor, passed: Tensor, w_out: int) -> Boxes3D:
-    """The same candidates as the CPU path, with no data-dependent shape on the device: all cells sorted with the
-    failed ones below every passing score (stable, so ties keep raster order), the first ``max_num`` decoded,
-    and everything copied to the host in one transfer (the one sync of post-processing)."""
+def decode_packed(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Tensor:
+    """The same candidates as the CPU path with no data-dependent shape (so no sync, and CUDA-graph capturable):
+    all cells sorted with the failed ones below every passing score (stable, so ties keep raster order), the
+    first ``max_num`` decoded. Returns (K, 12) float32 rows [box 7, score, label, vx, vy, keep]; ``unpack`` them
+    on the host."""
+    flat_score, flat_label, passed, w_out = _candidates(outputs, cfg)
     masked = torch.where(passed, flat_score, torch.full((), -1.0, device=flat_score.device))
     s, idx = torch.sort(masked, descending=True, stable=True)
     k = min(cfg.max_num, idx.numel())
     idx, s = idx[:k], s[:k]
     boxes, velocity, inside = _boxes_at(outputs, cfg, idx, w_out)
     keep = inside & (s >= 0)  # a passing score is > its threshold >= 0
-    packed = torch.cat([boxes, s[:, None], flat_label[idx].to(torch.float32)[:, None], velocity,
-                        keep.to(torch.float32)[:, None]], dim=1).cpu().numpy()
+    return torch.cat([boxes, s[:, None], flat_label[idx].to(torch.float32)[:, None], velocity,
+                      keep.to(torch.float32)[:, None]], dim=1)
+
+
+def unpack(packed: np.ndarray) -> Boxes3D:
     rows = packed[packed[:, 11] > 0]
     return Boxes3D(boxes=np.ascontiguousarray(rows[:, :7]), scores=np.ascontiguousarray(rows[:, 7]),
                    labels=rows[:, 8].astype(np.int64), velocities=np.ascontiguousarray(rows[:, 9:11]))
+
+
+class GraphDecoder:
+    """``decode`` on CUDA replayed from one captured CUDA graph (decode_packed is static in shape): the head
+    outputs are copied into the graph's input buffers, one replay, one device-to-host copy. Captured on the
+    first call; head outputs of another shape than the captured ones are decoded eagerly."""
+
+    def __init__(self, cfg: CenterPointModelConfig) -> None:
+        self.cfg = cfg
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._inputs: dict[str, Tensor] = {}
+        self._packed: Tensor | None = None
+        self.eager_reason: str | None = None  # set when capture failed: decoding eagerly from then on
+
+    def _capture(self, outputs: Mapping[str, Tensor]) -> None:
+        self._inputs = {k: v.detach().clone() for k, v in outputs.items()}
+        side = torch.cuda.Stream(self._inputs["heatmap"].device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # uploads the constant tables, settles the allocator
+                decode_packed(self._inputs, self.cfg)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._packed = decode_packed(self._inputs, self.cfg)
+        except RuntimeError as e:  # an op that cannot be captured on this torch/GPU: say so, decode eagerly
+            self.eager_reason = str(e).splitlines()[0]
+            log.warning("decode: CUDA graph capture failed (%s); decoding eagerly", self.eager_reason)
+            return
+        self._graph = graph
+
+    def __call__(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
+        if self._graph is None and self.eager_reason is None:
+            self._capture(outputs)
+        same = self._graph is not None and all(
+            k in outputs and outputs[k].shape == v.shape and outputs[k].dtype == v.dtype
+            for k, v in self._inputs.items())
+        if not same:
+            return decode(outputs, self.cfg)
+        for k, buf in self._inputs.items():
+            buf.copy_(outputs[k])
+        self._graph.replay()
+        return unpack(self._packed.cpu().numpy())
 
 
 def _boxes_at(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, idx: Tensor, w_out: int
