@@ -80,6 +80,8 @@ class CenterPointPipeline:
     def close(self) -> None:
         """Release the backend's sessions, engines and device memory; the pipeline refuses to run afterwards."""
         self.runners.close()
+        if self._decoder is not None:
+            self._decoder = GraphDecoder(self.cfg)  # drops the captured graph and its buffers
 
     # -------------------------------------------------------------------------------- all
     def _sync(self) -> None:
