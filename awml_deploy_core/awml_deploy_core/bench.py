@@ -134,13 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="awml-deploy bench", description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections (default: all)")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (default 7)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: the pipeline on the GPU per stage and precision, and mAP by precision (bench_gpu)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[tuple[str, str, str]] = []
     funcs = {"data": bench_data, "voxelize": bench_voxelize, "model": bench_model, "metrics": bench_metrics,
              "backends": bench_backends}
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80
-    for name in args.only or SECTIONS:
+    if args.device == "cuda":  # the GPU section alone (bench_gpu.py)
+        from .bench_gpu import bench_cuda, bench_cuda_accuracy
+
+        funcs = {"cuda": bench_cuda, "cuda-accuracy": lambda r, _: bench_cuda_accuracy(r)}
+    for name in (list(funcs) if args.device == "cuda" else args.only or SECTIONS):
         with console.status(f"bench: {name}"):
             funcs[name](rows, args.repeats)
     table = Table(title=f"awml-deploy bench (torch threads: {torch.get_num_threads()})")

@@ -330,6 +330,16 @@ class OnnxRuntimeConfig(StrictModel):
     allow_spinning: bool = False
 
 
+class PyTorchConfig(StrictModel):
+    """How the PyTorch backend runs the graphs. fp16: half weights (the head channels_last), inputs cast at the
+    runner boundary and outputs back to float32, so pre/post-processing is unchanged. tf32: fp32 weights with
+    TF32 matmul/convolution. cuda_graph: the head (static canvas shape) replayed from one captured CUDA graph.
+    fp16, tf32 and cuda_graph need a CUDA device (refused on CPU when the pipeline is loaded)."""
+
+    precision: Literal["fp32", "tf32", "fp16"] = "fp32"
+    cuda_graph: bool = False
+
+
 class DeployConfig(StrictModel):
     """The whole `export` job: model -> bundle -> verification -> evaluation."""
 
@@ -342,6 +352,7 @@ class DeployConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     onnxruntime: OnnxRuntimeConfig = Field(default_factory=OnnxRuntimeConfig)
+    pytorch: PyTorchConfig = Field(default_factory=PyTorchConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 

@@ -180,8 +180,10 @@ def _work_dir_bundle(cfg: DeployConfig) -> Bundle | None:
 
 # --------------------------------------------------------------------------------------------- runners
 def backend_precision(backend: str, cfg: DeployConfig, onnx: Mapping[str, Path] | None = None) -> str:
-    """The precision a backend runs at (InferenceStats.precision, verify.tolerances key): fp32 for PyTorch and ONNX
-    Runtime, the engines' for TensorRT (int8 when the graphs carry Q/DQ nodes)."""
+    """The precision a backend runs at (InferenceStats.precision, verify.tolerances key): ``pytorch.precision`` for
+    PyTorch, fp32 for ONNX Runtime, the engines' for TensorRT (int8 when the graphs carry Q/DQ nodes)."""
+    if backend == "pytorch":
+        return cfg.pytorch.precision
     if backend != "tensorrt":
         return "fp32"
     from .export.tensorrt_policy import has_qdq, verification_precision
@@ -233,14 +235,39 @@ class _Model:
         return self.module
 
 
-def torch_runners(model: Any, model_cfg: Any, device: str = "cpu", family: str = "centerpoint") -> RunnerSet:
-    """The family's graphs of an in-memory PyTorch model (training, tests, calibration references)."""
-    from .backends.torch_backend import TorchGraphRunner
+def torch_runners(model: Any, model_cfg: Any, device: str = "cpu", family: str = "centerpoint",
+                  precision: str = "fp32", cuda_graph: bool = False) -> RunnerSet:
+    """The family's graphs of an in-memory PyTorch model (training, tests, calibration references), at
+    ``precision`` (fp32 | tf32 | fp16); ``cuda_graph`` captures the graphs of static shape (CUDA only)."""
+    from .backends.torch_backend import TorchGraphRunner, check_torch_options
 
+    check_torch_options(precision, cuda_graph, device)  # before moving weights anywhere
     fam = get_family(family)
     modules = fam.torch_modules(model)
-    return RunnerSet({s.key: TorchGraphRunner(modules[s.key], f"pytorch:{s.name}", s.inputs, s.output_names, device)
+    return RunnerSet({s.key: TorchGraphRunner(modules[s.key], f"pytorch:{s.name}", s.inputs, s.output_names, device,
+                                              precision, cuda_graph)
                       for s in fam.graphs(model_cfg)}, "pytorch")
+
+
+def ort_providers(cfg: DeployConfig, device: str) -> list[str]:
+    """ONNX Runtime execution providers: ``onnxruntime.providers`` when set explicitly, else chosen from the device
+    (cuda -> CUDA then CPU). A GPU provider this onnxruntime lacks is one line naming onnxruntime-gpu."""
+    o = cfg.onnxruntime
+    if "providers" in o.model_fields_set or not device.startswith("cuda"):
+        providers = list(o.providers)
+    else:
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    gpu = [p for p in providers if p != "CPUExecutionProvider"]
+    if gpu:
+        from .backends.onnxruntime_backend import _ort
+
+        available = set(_ort().get_available_providers())
+        missing = [p for p in gpu if p not in available]
+        if missing:
+            raise BackendUnavailableError(
+                f"onnxruntime on device {device}: this onnxruntime has no {', '.join(missing)} (available: "
+                f"{', '.join(sorted(available))}); install onnxruntime-gpu instead of onnxruntime, or use device cpu")
+    return providers
 
 
 def select_runners(family: ModelFamily, backend: str, cfg: DeployConfig, device: str, *, model: _Model,
@@ -250,15 +277,22 @@ def select_runners(family: ModelFamily, backend: str, cfg: DeployConfig, device:
     """THE backend choice: the family's graphs on ``backend``, and where their artifacts came from."""
     specs = family.graphs(cfg.model)
     if backend == "pytorch":
-        return torch_runners(model.get(), cfg.model, device, family.name), {"checkpoint": str(model.checkpoint or "the given in-memory model")}
+        from .backends.torch_backend import check_torch_options
+
+        p = cfg.pytorch
+        check_torch_options(p.precision, p.cuda_graph, device)  # before loading the checkpoint
+        return (torch_runners(model.get(), cfg.model, device, family.name, p.precision, p.cuda_graph),
+                {"checkpoint": str(model.checkpoint or "the given in-memory model"), "precision": p.precision,
+                 "cuda_graph": p.cuda_graph})
+    providers = ort_providers(cfg, device) if backend == "onnxruntime" else []  # before any export
     onnx = _onnx_for(family, cfg, model, bundle, bundle_is_source, onnx_cache_dir)
     if backend == "onnxruntime":
         from .backends.onnxruntime_backend import OrtGraphRunner
 
         o = cfg.onnxruntime
-        runners = {s.key: OrtGraphRunner(onnx[s.key], f"onnxruntime:{s.name}", o.providers, o.graph_optimization,
+        runners = {s.key: OrtGraphRunner(onnx[s.key], f"onnxruntime:{s.name}", providers, o.graph_optimization,
                                          o.intra_op_threads, o.allow_spinning) for s in specs}
-        return RunnerSet(runners, backend), {"onnx": {k: str(p) for k, p in onnx.items()}}
+        return RunnerSet(runners, backend), {"onnx": {k: str(p) for k, p in onnx.items()}, "providers": providers}
     if backend == "tensorrt":
         if engine_runner is None:
             from .backends.tensorrt_backend import import_tensorrt
@@ -320,6 +354,10 @@ class LoadedPipeline:
             out["onnx"] = self.artifacts["onnx"]
         if "engines" in self.artifacts:
             out["engines"] = self.artifacts["engines"]
+        if "providers" in self.artifacts:
+            out["onnxruntime_providers"] = self.artifacts["providers"]
+        if self.backend == "pytorch":
+            out["pytorch"] = {"precision": self.precision, "cuda_graph": bool(self.artifacts.get("cuda_graph"))}
         return out
 
     def close(self) -> None:
@@ -339,7 +377,8 @@ def load_pipeline(source: Source, backend: str = "onnxruntime", device: str | No
                   engine_runner: EngineRunnerFactory | None = None, trt_env: Any = None) -> LoadedPipeline:
     """The family's pipeline on ``backend`` from a bundle, a deploy config or a checkpoint (see the module doc).
 
-    ``checkpoint`` overrides the source's weights; ``precision`` (TensorRT) must match the engines';
+    ``checkpoint`` overrides the source's weights; ``precision`` selects the PyTorch backend's (fp32 | tf32 | fp16,
+    over ``pytorch.precision``) and for TensorRT must match the engines';
     ``model_overrides`` change post-processing keys of the model config (e.g. ``score_threshold``); ``bundle`` (its
     artifacts are then taken as they are, hash-checked) and ``model`` let the export job pass what it holds.
     """
@@ -362,6 +401,12 @@ def load_pipeline(source: Source, backend: str = "onnxruntime", device: str | No
     if device.startswith("cuda") and backend != "tensorrt" and not torch.cuda.is_available():
         raise BackendUnavailableError(f"device '{device}' asked for, but torch sees no CUDA device here; use "
                                       f"device cpu")
+    if precision is not None and backend == "pytorch" and precision != cfg.pytorch.precision:
+        from .backends.torch_backend import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision: the pytorch backend runs {', '.join(PRECISIONS)}, not {precision!r}")
+        cfg = cfg.model_copy(update={"pytorch": cfg.pytorch.model_copy(update={"precision": precision})})
     if precision is not None and backend == "tensorrt" and precision != cfg.export.tensorrt.precision:
         raise ConfigError(f"precision: the bundle's engines were built with precision "
                           f"{cfg.export.tensorrt.precision!r}, not {precision!r}; ask for "

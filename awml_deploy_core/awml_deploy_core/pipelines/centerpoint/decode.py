@@ -19,6 +19,8 @@ the x/y range are dropped (two steps Autoware does not have; see export/autoware
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Mapping
 
@@ -28,6 +30,8 @@ from torch import Tensor
 
 from ...config import CenterPointModelConfig
 from ...structures import Boxes3D
+
+log = logging.getLogger(__name__)
 
 
 def class_thresholds(cfg: CenterPointModelConfig) -> list[float]:
@@ -48,7 +52,14 @@ def wrap_angle(a: Tensor) -> Tensor:
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
 
 
-def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3D:
+@functools.lru_cache(maxsize=64)
+def _device_constant(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """A float32 table on the device, uploaded once (a host-to-device copy per frame would synchronize)."""
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def _candidates(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Per output cell: best score, its label, whether it passes (class threshold, yaw norm); and the map width."""
     heatmap = outputs["heatmap"]
     if heatmap.dim() != 4 or heatmap.shape[0] != 1:
         raise ValueError(f"heatmap must have shape [1, num_classes, H, W], got {tuple(heatmap.shape)}")
@@ -58,15 +69,22 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
     dev = heatmap.device
     scores_all = torch.sigmoid(heatmap[0].float())  # (C, H, W)
     score, label = torch.max(scores_all, dim=0)
-    thr = torch.tensor(class_thresholds(cfg), dtype=torch.float32, device=dev)
+    thr = _device_constant(tuple(class_thresholds(cfg)), dev)
     flat_score = score.reshape(-1)
     flat_label = label.reshape(-1)
     passed = flat_score > thr[flat_label]
     if cfg.nms.yaw_norm_thresholds is not None and any(t > 0 for t in cfg.nms.yaw_norm_thresholds):
         rot = outputs["rot"][0].float()
         norm = torch.sqrt(rot[0] * rot[0] + rot[1] * rot[1]).reshape(-1)
-        yaw_thr = torch.tensor(yaw_norm_thresholds(cfg), dtype=torch.float32, device=dev)
+        yaw_thr = _device_constant(tuple(yaw_norm_thresholds(cfg)), dev)
         passed &= norm >= yaw_thr[flat_label]
+    return flat_score, flat_label, passed, w_out
+
+
+def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3D:
+    if outputs["heatmap"].is_cuda:
+        return unpack(decode_packed(outputs, cfg).cpu().numpy())  # one transfer: the one sync
+    flat_score, flat_label, passed, w_out = _candidates(outputs, cfg)
     idx = torch.nonzero(passed).squeeze(1)
     if idx.numel() == 0:
         return Boxes3D()
@@ -74,6 +92,85 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
     order = torch.sort(s, descending=True, stable=True).indices[: cfg.max_num]
     idx, s = idx[order], s[order]
     lab = flat_label[idx]
+    boxes, velocity, inside = _boxes_at(outputs, cfg, idx, w_out)
+    return Boxes3D(
+        boxes=boxes[inside].cpu().numpy(),
+        scores=s[inside].cpu().numpy(),
+        labels=lab[inside].cpu().numpy().astype(np.int64),
+        velocities=velocity[inside].cpu().numpy(),
+    )
+
+
+def decode_packed(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Tensor:
+    """The same candidates as the CPU path with no data-dependent shape (so no sync, and CUDA-graph capturable):
+    all cells sorted with the failed ones below every passing score (stable, so ties keep raster order), the
+    first ``max_num`` decoded. Returns (K, 12) float32 rows [box 7, score, label, vx, vy, keep]; ``unpack`` them
+    on the host."""
+    flat_score, flat_label, passed, w_out = _candidates(outputs, cfg)
+    masked = torch.where(passed, flat_score, torch.full((), -1.0, device=flat_score.device))
+    s, idx = torch.sort(masked, descending=True, stable=True)
+    k = min(cfg.max_num, idx.numel())
+    idx, s = idx[:k], s[:k]
+    boxes, velocity, inside = _boxes_at(outputs, cfg, idx, w_out)
+    keep = inside & (s >= 0)  # a passing score is > its threshold >= 0
+    return torch.cat([boxes, s[:, None], flat_label[idx].to(torch.float32)[:, None], velocity,
+                      keep.to(torch.float32)[:, None]], dim=1)
+
+
+def unpack(packed: np.ndarray) -> Boxes3D:
+    rows = packed[packed[:, 11] > 0]
+    return Boxes3D(boxes=np.ascontiguousarray(rows[:, :7]), scores=np.ascontiguousarray(rows[:, 7]),
+                   labels=rows[:, 8].astype(np.int64), velocities=np.ascontiguousarray(rows[:, 9:11]))
+
+
+class GraphDecoder:
+    """``decode`` on CUDA replayed from one captured CUDA graph (decode_packed is static in shape): the head
+    outputs are copied into the graph's input buffers, one replay, one device-to-host copy. Captured on the
+    first call; head outputs of another shape than the captured ones are decoded eagerly."""
+
+    def __init__(self, cfg: CenterPointModelConfig) -> None:
+        self.cfg = cfg
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._inputs: dict[str, Tensor] = {}
+        self._packed: Tensor | None = None
+        self.eager_reason: str | None = None  # set when capture failed: decoding eagerly from then on
+
+    def _capture(self, outputs: Mapping[str, Tensor]) -> None:
+        self._inputs = {k: v.detach().clone() for k, v in outputs.items()}
+        side = torch.cuda.Stream(self._inputs["heatmap"].device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # uploads the constant tables, settles the allocator
+                decode_packed(self._inputs, self.cfg)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._packed = decode_packed(self._inputs, self.cfg)
+        except RuntimeError as e:  # an op that cannot be captured on this torch/GPU: say so, decode eagerly
+            self.eager_reason = str(e).splitlines()[0]
+            log.warning("decode: CUDA graph capture failed (%s); decoding eagerly", self.eager_reason)
+            return
+        self._graph = graph
+
+    def __call__(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
+        if self._graph is None and self.eager_reason is None:
+            self._capture(outputs)
+        same = self._graph is not None and all(
+            k in outputs and outputs[k].shape == v.shape and outputs[k].dtype == v.dtype
+            for k, v in self._inputs.items())
+        if not same:
+            return decode(outputs, self.cfg)
+        for k, buf in self._inputs.items():
+            buf.copy_(outputs[k])
+        self._graph.replay()
+        return unpack(self._packed.cpu().numpy())
+
+
+def _boxes_at(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, idx: Tensor, w_out: int
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """Boxes (K, 7), velocities (K, 2) and the in-range mask (K,) of the output cells ``idx`` (raster order)."""
+    dev = idx.device
 
     def at(name: str, ch: int) -> Tensor:
         return outputs[name][0, ch].reshape(-1)[idx].float()
@@ -95,12 +192,5 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
         velocity = torch.stack([at("vel", 0), at("vel", 1)], dim=1)
     else:
         velocity = torch.zeros(idx.numel(), 2, device=dev)
-
     inside = (x >= r[0]) & (x <= r[3]) & (y >= r[1]) & (y <= r[4])
-    boxes = torch.stack([x, y, z, length, width, height, yaw], dim=1)[inside]
-    return Boxes3D(
-        boxes=boxes.cpu().numpy(),
-        scores=s[inside].cpu().numpy(),
-        labels=lab[inside].cpu().numpy().astype(np.int64),
-        velocities=velocity[inside].cpu().numpy(),
-    )
+    return torch.stack([x, y, z, length, width, height, yaw], dim=1), velocity, inside

@@ -18,7 +18,7 @@ from ...backends.base import RunnerSet
 from ...config import CenterPointModelConfig
 from ...models.centerpoint import HEAD_OUTPUT_NAMES, scatter_pillars
 from ...structures import Boxes3D
-from .decode import decode
+from .decode import GraphDecoder, decode
 from .features import encoder_features
 from .nms import nms
 from .voxelize import VoxelStats, as_points, voxelize
@@ -47,6 +47,7 @@ class CenterPointPipeline:
         self.runners = runners
         self.device = torch.device(device)
         self._cuda = self.device.type == "cuda"
+        self._decoder = GraphDecoder(cfg) if self._cuda else None
 
     # ------------------------------------------------------------------------------ stages
     def preprocess(self, points: np.ndarray | Tensor) -> PreprocessOutput:
@@ -72,11 +73,15 @@ class CenterPointPipeline:
         return {n: out[n].to(self.device) for n in HEAD_OUTPUT_NAMES}
 
     def postprocess(self, head_outputs: Mapping[str, Tensor]) -> Boxes3D:
+        if self._decoder is not None and head_outputs["heatmap"].is_cuda:
+            return nms(self._decoder(head_outputs), self.cfg)
         return nms(decode(head_outputs, self.cfg), self.cfg)
 
     def close(self) -> None:
         """Release the backend's sessions, engines and device memory; the pipeline refuses to run afterwards."""
         self.runners.close()
+        if self._decoder is not None:
+            self._decoder = GraphDecoder(self.cfg)  # drops the captured graph and its buffers
 
     # -------------------------------------------------------------------------------- all
     def _sync(self) -> None:

@@ -83,7 +83,11 @@ def cell_index(values: Tensor, vmin: float, size: float, cells: int) -> Tensor:
 
 
 def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels:
-    """Group a cloud into pillars. Works on the tensor's device; CPU and CUDA give identical results."""
+    """Group a cloud into pillars. Works on the tensor's device; CPU and CUDA give identical results.
+
+    Every step keeps the cloud's static size N (points out of range go to a sentinel pillar that sorts last), so
+    on CUDA the only host synchronization is the one that reads the pillar count and the drop counters together.
+    """
     pts = as_points(points)
     dev = pts.device
     n_in = pts.shape[0]
@@ -98,57 +102,61 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
         & (y >= _f32(r[1], y)) & (y < _f32(r[4], y))
         & (z >= _f32(r[2], z)) & (z < _f32(r[5], z))
     )  # NaN compares false: non-finite points are never in range
-    keep_idx = torch.nonzero(in_range).squeeze(1)  # ascending: input order
-    m = keep_idx.shape[0]
 
-    ix = cell_index(x[keep_idx], r[0], cfg.voxel_size[0], gx)
-    iy = cell_index(y[keep_idx], r[1], cfg.voxel_size[1], gy)
-    pid = iy * gx + ix
+    sentinel = gx * gy
+    pid = torch.where(in_range, cell_index(y, r[1], cfg.voxel_size[1], gy) * gx
+                      + cell_index(x, r[0], cfg.voxel_size[0], gx), sentinel)
 
     # Group by pillar, input order inside a group (stable sort).
     pid_sorted, order = torch.sort(pid, stable=True)
-    new_group = torch.ones(m, dtype=torch.bool, device=dev)
-    if m > 1:
+    pos = torch.arange(n_in, device=dev)
+    new_group = torch.ones(n_in, dtype=torch.bool, device=dev)
+    if n_in > 1:
         torch.ne(pid_sorted[1:], pid_sorted[:-1], out=new_group[1:])
-    group_of = torch.cumsum(new_group, 0) - 1  # group index of each sorted point
-    starts = torch.nonzero(new_group).squeeze(1)  # sorted position where each group begins
-    n_groups = starts.shape[0]
-    slot = torch.arange(m, device=dev) - starts[group_of]
-    counts = torch.diff(starts, append=torch.full((1,), m, dtype=torch.int64, device=dev))
+    valid = pid_sorted != sentinel  # sorted point is in range
+    start = torch.cummax(torch.where(new_group, pos, 0), 0).values if n_in else pos  # group start, per point
+    slot = pos - start
 
-    # Pillars by first appearance: the first point of a group (stable sort) is its earliest input point.
-    group_order = torch.argsort(order[starts])  # unique keys: no ties
-    rank_of_group = torch.empty(n_groups, dtype=torch.int64, device=dev)
-    rank_of_group[group_order] = torch.arange(n_groups, device=dev)
-    rank = rank_of_group[group_of]
+    # Pillars by first appearance: the first point of a group (stable sort) is its earliest input point; a
+    # pillar's rank = how many pillars appear earlier in the input.
+    first = torch.zeros(n_in, dtype=torch.int64, device=dev).scatter_(0, order, (new_group & valid).long())
+    rank_by_input = torch.cumsum(first, 0) - 1
+    rank = rank_by_input[order[start]]
 
-    n_vox = min(n_groups, v_max)
-    pillar_kept = rank < v_max
+    pillar_kept = valid & (rank < v_max)
     slot_ok = slot < p_max
-    sel = torch.nonzero(pillar_kept & slot_ok).squeeze(1)
-    out = torch.zeros(n_vox * p_max, POINT_DIMS, dtype=torch.float32, device=dev)
-    out.index_copy_(0, rank[sel] * p_max + slot[sel], pts[keep_idx[order[sel]]])
-    out = out.view(n_vox, p_max, POINT_DIMS)
-
-    kept_groups = group_order[:n_vox]  # group indices in rank order
-    num_points = counts[kept_groups].clamp(max=p_max)
-    cell = pid_sorted[starts[kept_groups]]
-    coords = torch.stack([cell // gx, cell % gx], dim=1)
-
     counters = torch.stack(
         [
+            first.sum(),  # pillars
             (~finite).sum(),
+            valid.sum(),  # points in range
             (pillar_kept & ~slot_ok).sum(),
-            (~pillar_kept).sum(),
+            (valid & ~pillar_kept).sum(),
         ]
-    ).tolist()  # one device sync
+    ).tolist()  # the one device sync
+    n_groups, n_nan, m, n_slot_over, n_pillar_over = (int(c) for c in counters)
+    n_vox = min(n_groups, v_max)
+
+    sel = pillar_kept & slot_ok
+    trash = n_vox * p_max  # one extra row takes every point not placed; dropped below
+    out = torch.zeros(trash + 1, POINT_DIMS, dtype=torch.float32, device=dev)
+    out.index_copy_(0, torch.where(sel, rank * p_max + slot, trash), pts[order])
+    out = out[:trash].view(n_vox, p_max, POINT_DIMS)
+
+    heads = torch.where(new_group & pillar_kept, rank, n_vox)  # the first point of each kept pillar
+    cell = torch.zeros(n_vox + 1, dtype=torch.int64, device=dev).index_copy_(0, heads, pid_sorted)[:n_vox]
+    counts = torch.zeros(n_vox + 1, dtype=torch.int64, device=dev).index_add_(
+        0, torch.where(pillar_kept, rank, n_vox), torch.ones_like(rank))[:n_vox]
+    num_points = counts.clamp(max=p_max)
+    coords = torch.stack([cell // gx, cell % gx], dim=1)
+
     stats = VoxelStats(
         points_in=n_in,
-        nan_dropped=int(counters[0]),
-        out_of_range=n_in - int(counters[0]) - m,
-        points_overflow=int(counters[1]),
+        nan_dropped=n_nan,
+        out_of_range=n_in - n_nan - m,
+        points_overflow=n_slot_over,
         voxels_overflow=max(n_groups - v_max, 0),
-        points_dropped_by_overflow=int(counters[2]),
+        points_dropped_by_overflow=n_pillar_over,
         num_voxels=n_vox,
     )
     return Voxels(points=out, num_points=num_points, coords=coords, stats=stats)

@@ -1,0 +1,197 @@
+"""PyTorch precision option, ONNX Runtime provider choice, and the GPU pre/post paths.
+
+The CPU tests run everywhere (refusals, defaults, the static voxelizer against the plain-Python rules); the CUDA
+tests (bit identity CPU vs CUDA, the static decode path, CUDA-graph replay, synchronization counts) skip
+without a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from awml_deploy_core.config import CenterPointModelConfig, DeployConfig, OnnxRuntimeConfig, PyTorchConfig
+from awml_deploy_core.errors import BackendUnavailableError, ConfigError
+from awml_deploy_core.loader import backend_precision, load_pipeline, ort_providers, torch_runners
+from awml_deploy_core.models.centerpoint import build_centerpoint, graph_shapes
+from awml_deploy_core.pipelines.centerpoint.decode import decode
+from awml_deploy_core.pipelines.centerpoint.features import encoder_features
+from awml_deploy_core.pipelines.centerpoint.voxelize import voxelize
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def tiny_model_cfg() -> CenterPointModelConfig:
+    return CenterPointModelConfig(point_cloud_range=[-10.24, -10.24, -3.0, 10.24, 10.24, 5.0], max_voxels=2000,
+                                  max_points_per_voxel=8)
+
+
+def messy_cloud(n: int, seed: int = 0) -> np.ndarray:
+    """Points in and out of range, NaN/inf rows, dense clusters (per-pillar overflow), duplicates."""
+    rng = np.random.default_rng(seed)
+    pts = np.zeros((n, 5), np.float32)
+    pts[:, :2] = rng.uniform(-14, 14, (n, 2))
+    pts[:, 2] = rng.uniform(-4, 6, n)
+    pts[:, 3] = rng.uniform(0, 255, n)
+    pts[: n // 10, :2] = rng.normal(0, 0.1, (n // 10, 2))  # a dense cluster
+    pts[n // 10: n // 10 + 5, 0] = np.nan
+    pts[n // 10 + 5: n // 10 + 8, 1] = np.inf
+    return pts
+
+
+# ------------------------------------------------------------------------------------------- CPU
+@pytest.mark.parametrize("precision, graph", [("fp16", False), ("tf32", False), ("fp32", True)])
+def test_gpu_only_options_are_refused_on_cpu(precision, graph):
+    cfg = tiny_model_cfg()
+    with pytest.raises(ConfigError, match="needs a CUDA device") as e:
+        torch_runners(build_centerpoint(cfg), cfg, "cpu", precision=precision, cuda_graph=graph)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ConfigError, match="not one of"):
+        torch_runners(build_centerpoint(tiny_model_cfg()), tiny_model_cfg(), "cpu", precision="bf16")
+    with pytest.raises(ConfigError, match="pytorch backend runs"):
+        load_pipeline(None, "pytorch", "cpu", precision="int8")
+
+
+def test_load_pipeline_precision_for_pytorch():
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        load_pipeline(None, "pytorch", "cpu", precision="fp16")
+    with load_pipeline(None, "pytorch", "cpu", precision="fp32") as lp:
+        assert lp.precision == "fp32" and lp.provenance()["pytorch"] == {"precision": "fp32", "cuda_graph": False}
+
+
+def test_backend_precision_reports_the_pytorch_precision():
+    cfg = DeployConfig(pytorch=PyTorchConfig(precision="fp16"))
+    assert backend_precision("pytorch", cfg) == "fp16"
+    assert backend_precision("onnxruntime", cfg) == "fp32"
+    assert cfg.verify.tolerances[backend_precision("pytorch", cfg)].atol > cfg.verify.tolerances["fp32"].atol
+
+
+def test_ort_providers_follow_the_device_unless_set():
+    assert ort_providers(DeployConfig(), "cpu") == ["CPUExecutionProvider"]
+    explicit = DeployConfig(onnxruntime=OnnxRuntimeConfig(providers=["CPUExecutionProvider"]))
+    assert ort_providers(explicit, "cuda") == ["CPUExecutionProvider"]
+
+
+def test_ort_on_cuda_without_onnxruntime_gpu_is_one_line():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert ort_providers(DeployConfig(), "cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return
+    with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu") as e:
+        ort_providers(DeployConfig(), "cuda")
+    assert "\n" not in str(e.value) and "CUDAExecutionProvider" in str(e.value)
+
+
+def test_static_voxelizer_keeps_the_rules_on_a_messy_cloud():
+    """Independent statement of the rules (plain Python) vs the static-shape voxelizer."""
+    cfg = CenterPointModelConfig(point_cloud_range=[-10.24, -10.24, -3.0, 10.24, 10.24, 5.0], max_voxels=300,
+                                 max_points_per_voxel=4)
+    pts = messy_cloud(5000)
+    vox = voxelize(torch.from_numpy(pts), cfg)
+    r, (vx, vy, _), (gx, gy) = cfg.point_cloud_range, cfg.voxel_size, cfg.grid_size
+    order, members = [], {}
+    for i, p in enumerate(pts):
+        if not np.all(np.isfinite(p[:3])) or not (r[0] <= p[0] < r[3] and r[1] <= p[1] < r[4] and r[2] <= p[2] < r[5]):
+            continue
+        ix = min(max(int(np.floor((p[0] - np.float32(r[0])) / np.float32(vx))), 0), gx - 1)
+        iy = min(max(int(np.floor((p[1] - np.float32(r[1])) / np.float32(vy))), 0), gy - 1)
+        members.setdefault((iy, ix), []).append(i)
+        if len(members[(iy, ix)]) == 1:
+            order.append((iy, ix))
+    kept = order[: cfg.max_voxels]
+    assert [tuple(c) for c in vox.coords.tolist()] == kept
+    for v, c in enumerate(kept):
+        idx = members[c][: cfg.max_points_per_voxel]
+        assert int(vox.num_points[v]) == len(idx)
+        np.testing.assert_array_equal(vox.points[v, : len(idx)].numpy(), pts[idx])
+        assert not vox.points[v, len(idx):].any()
+    s = vox.stats
+    assert s.num_voxels == len(kept) and s.voxels_overflow == len(order) - len(kept) > 0
+    assert s.nan_dropped == 8
+    assert s.points_overflow == sum(max(len(members[c]) - cfg.max_points_per_voxel, 0) for c in kept) > 0
+    assert s.points_dropped_by_overflow == sum(len(members[c]) for c in order[cfg.max_voxels:])
+    assert s.points_used == sum(min(len(members[c]), cfg.max_points_per_voxel) for c in kept)
+
+
+def test_empty_and_all_out_of_range_clouds():
+    cfg = tiny_model_cfg()
+    for pts in (np.zeros((0, 5), np.float32), np.full((7, 5), 100.0, np.float32)):
+        vox = voxelize(torch.from_numpy(pts), cfg)
+        assert vox.points.shape == (0, cfg.max_points_per_voxel, 5) and vox.coords.shape == (0, 2)
+        assert vox.stats.num_voxels == 0 and vox.stats.out_of_range == len(pts)
+
+
+# ------------------------------------------------------------------------------------------- CUDA
+@cuda
+def test_voxelize_and_features_bit_identical_on_cuda():
+    cfg = tiny_model_cfg()
+    pts = torch.from_numpy(messy_cloud(20000, seed=3))
+    a, b = voxelize(pts, cfg), voxelize(pts.cuda(), cfg)
+    assert a.stats == b.stats
+    for name in ("points", "num_points", "coords"):
+        assert torch.equal(getattr(a, name), getattr(b, name).cpu()), name
+    assert torch.equal(encoder_features(a, cfg), encoder_features(b, cfg).cpu())
+
+
+@cuda
+def test_decode_static_path_matches_cpu():
+    cfg = tiny_model_cfg().model_copy(update={"max_num": 50})
+    model = build_centerpoint(cfg).eval()
+    x = torch.randn(graph_shapes(cfg).spatial_features)
+    with torch.inference_mode():
+        outs = torch_runners(model, cfg)["head"]({"spatial_features": x})
+    a = decode(outs, cfg)
+    b = decode({k: v.cuda() for k, v in outs.items()}, cfg)
+    assert len(a) == len(b) > 0
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+    np.testing.assert_allclose(a.boxes, b.boxes, rtol=1e-5, atol=1e-5)
+    from awml_deploy_core.pipelines.centerpoint.decode import GraphDecoder
+
+    graph = GraphDecoder(cfg)
+    for scale in (1.0, 0.7):  # capture, then replay on new values
+        outs_cuda = {k: v.cuda() * scale for k, v in outs.items()}
+        g, e = graph(outs_cuda), decode(outs_cuda, cfg)
+        assert graph.eager_reason is None and len(g) == len(e)
+        for f in ("boxes", "scores", "labels", "velocities"):
+            np.testing.assert_array_equal(getattr(g, f), getattr(e, f))
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+def test_precision_outputs_float32_and_close_to_fp32(precision):
+    cfg = tiny_model_cfg()
+    model = build_centerpoint(cfg).eval()
+    x = {"spatial_features": torch.randn(graph_shapes(cfg).spatial_features, device="cuda")}
+    ref = torch_runners(model, cfg, "cuda")["head"](x)
+    got = torch_runners(model, cfg, "cuda", precision=precision)["head"](x)
+    graph = torch_runners(model, cfg, "cuda", precision=precision, cuda_graph=True)["head"]
+    g1, g2 = graph(x), graph({k: v * 0.5 for k, v in x.items()})
+    tol = DeployConfig().verify.tolerances[precision]
+    for k in ref:
+        assert got[k].dtype == torch.float32 and got[k].is_contiguous()
+        torch.testing.assert_close(got[k], ref[k], atol=tol.atol * 10, rtol=tol.rtol * 10)
+        torch.testing.assert_close(g1[k], got[k])  # graph replay = eager at the same precision
+    assert not torch.equal(g1["heatmap"], g2["heatmap"])  # replay reads the new input
+    assert next(model.parameters()).dtype == torch.float32  # fp16 left the caller's model alone
+
+
+@cuda
+def test_pre_and_post_synchronize_at_most_once_each():
+    from awml_deploy_core.bench_gpu import count_syncs
+    from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
+
+    cfg = tiny_model_cfg()
+    pipe = CenterPointPipeline(cfg, torch_runners(build_centerpoint(cfg).eval(), cfg, "cuda"), "cuda")
+    cloud = torch.from_numpy(messy_cloud(20000)).cuda()
+    pipe(cloud)  # warm-up (lazy init, constant uploads)
+    sites: list[str] = []
+    pre, n_pre = count_syncs(lambda: pipe.preprocess(cloud), sites)
+    outs = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords))
+    _, n_post = count_syncs(lambda: pipe.postprocess(outs), sites)
+    assert n_pre <= 1 and n_post <= 1, (n_pre, n_post, sites)
