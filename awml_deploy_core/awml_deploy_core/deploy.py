@@ -80,7 +80,7 @@ def run_deploy(cfg: DeployConfig, dry_run: bool = False, progress: bool = True) 
     loaded: dict[str, LoadedPipeline] = {}
     try:
         if cfg.export.mode in ("trt", "both") or (cfg.export.mode == "none" and "tensorrt" in backends):
-            reference = load_pipeline(cfg, "pytorch", "cuda", bundle=bundle, model=model)
+            reference = load_pipeline(cfg, "pytorch", "cuda", precision="fp32", bundle=bundle, model=model)
             try:
                 _engines(cfg, bundle, reference.pipeline, onnx, samples)
             finally:

@@ -371,14 +371,14 @@ class LoadedPipeline:
 
 
 def load_pipeline(source: Source, backend: str = "onnxruntime", device: str | None = None, *,
-                  checkpoint: str | None = None, precision: str | None = None,
+                  checkpoint: str | None = None, precision: str | None = None, engine_precision: str | None = None,
                   model_overrides: Mapping[str, Any] | None = None, bundle: Bundle | None = None,
                   model: Any = None, onnx_cache_dir: str | Path | None = None,
                   engine_runner: EngineRunnerFactory | None = None, trt_env: Any = None) -> LoadedPipeline:
     """The family's pipeline on ``backend`` from a bundle, a deploy config or a checkpoint (see the module doc).
 
     ``checkpoint`` overrides the source's weights; ``precision`` selects the PyTorch backend's (fp32 | tf32 | fp16,
-    over ``pytorch.precision``) and for TensorRT must match the engines';
+    over ``pytorch.precision``); ``engine_precision`` (TensorRT policy) must match the engines' when given;
     ``model_overrides`` change post-processing keys of the model config (e.g. ``score_threshold``); ``bundle`` (its
     artifacts are then taken as they are, hash-checked) and ``model`` let the export job pass what it holds.
     """
@@ -407,9 +407,9 @@ def load_pipeline(source: Source, backend: str = "onnxruntime", device: str | No
         if precision not in PRECISIONS:
             raise ConfigError(f"precision: the pytorch backend runs {', '.join(PRECISIONS)}, not {precision!r}")
         cfg = cfg.model_copy(update={"pytorch": cfg.pytorch.model_copy(update={"precision": precision})})
-    if precision is not None and backend == "tensorrt" and precision != cfg.export.tensorrt.precision:
+    if engine_precision is not None and backend == "tensorrt" and engine_precision != cfg.export.tensorrt.precision:
         raise ConfigError(f"precision: the bundle's engines were built with precision "
-                          f"{cfg.export.tensorrt.precision!r}, not {precision!r}; ask for "
+                          f"{cfg.export.tensorrt.precision!r}, not {engine_precision!r}; ask for "
                           f"{cfg.export.tensorrt.precision!r} or rebuild the engines")
     ckpt = _checkpoint_path(src, backend) if model is None else None  # a given model is used as it is
     m = _Model(family, cfg, ckpt, model)

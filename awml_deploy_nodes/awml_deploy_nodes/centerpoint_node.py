@@ -88,7 +88,7 @@ def load_model(p: NodeParams) -> Any:
         overrides = {"score_threshold": p.score_threshold, "class_score_thresholds": None}
     try:
         loaded = load_pipeline(p.bundle_dir or p.config or p.checkpoint or None, p.backend, p.device or None,
-                               checkpoint=p.checkpoint or None, precision=p.precision, model_overrides=overrides,
+                               checkpoint=p.checkpoint or None, engine_precision=p.precision, model_overrides=overrides,
                                onnx_cache_dir=p.onnx_cache_dir or None)
     except AwmlDeployError as e:
         named = [n for n in ("checkpoint", "bundle_dir", "config") if getattr(p, n) and getattr(p, n) in str(e)]
@@ -257,11 +257,11 @@ class CenterPointNode(Node):
         self.health.on_accepted(info.byte_swapped, info.organized, info.empty, info.non_finite)
         out = self.pipeline(points)
         header = Header(stamp=msg.header.stamp, frame_id=self.params.frame_id or msg.header.frame_id)
-        objects = boxes_to_detected_objects(out.detections, self.params.class_names, header, self.pipeline.cfg.with_velocity)
+        objects = boxes_to_detected_objects(out.detections, self.params.class_names, header, self.model.cfg.model.with_velocity)
         autoware = None
         if self._autoware_pub is not None:
             autoware = to_autoware_detected_objects(out.detections, self.params.class_names, header,
-                                                    self.pipeline.cfg.with_velocity)
+                                                    self.model.cfg.model.with_velocity)
         now_ns = self.get_clock().now().nanoseconds
         total_ms = (time.perf_counter() - t0) * 1e3
         self._objects_pub.publish(objects)
