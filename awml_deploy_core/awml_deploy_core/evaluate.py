@@ -130,9 +130,3 @@ def map_at(result: Detection3DResult, threshold: float = 2.0) -> float:
     value = result.map_by_threshold.get(threshold)
     return float("nan") if value is None else float(value)
 
-
-def frames_identical(a: Sequence[Boxes3D], b: Sequence[Boxes3D]) -> bool:
-    """Same detections, bit for bit, on every frame."""
-    return len(a) == len(b) and all(
-        len(x) == len(y) and np.array_equal(x.boxes, y.boxes) and np.array_equal(x.scores, y.scores)
-        and np.array_equal(x.labels, y.labels) for x, y in zip(a, b))

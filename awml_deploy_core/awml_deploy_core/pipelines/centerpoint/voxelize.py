@@ -153,10 +153,3 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
     )
     return Voxels(points=out, num_points=num_points, coords=coords, stats=stats)
 
-
-def merge_stats(stats: list[VoxelStats]) -> VoxelStats:
-    total = VoxelStats()
-    for s in stats:
-        for k, v in s.as_dict().items():
-            setattr(total, k, getattr(total, k) + v)
-    return total
