@@ -23,12 +23,17 @@ POINT_DIMS = 5  # x, y, z, intensity, time_lag
 
 @dataclass
 class VoxelStats:
+    """Per-cloud counts. Two different limits, counted apart: ``max_voxels`` drops whole pillars (whatever was
+    in them is invisible to the model: objects may be missed), ``max_points_per_voxel`` truncates a kept pillar
+    (normal for dense clouds near the sensor; the pillar is still seen)."""
+
     points_in: int = 0
     nan_dropped: int = 0  # any of x, y, z not finite
     out_of_range: int = 0
-    points_overflow: int = 0  # dropped because their (kept) pillar already held max_points_per_voxel
-    voxels_overflow: int = 0  # pillars dropped beyond max_voxels
-    points_dropped_by_overflow: int = 0  # points that fell in those dropped pillars
+    points_truncated: int = 0  # dropped because their (kept) pillar already held max_points_per_voxel
+    pillars_truncated: int = 0  # kept pillars that held more than max_points_per_voxel points
+    pillars_dropped: int = 0  # pillars dropped beyond max_voxels
+    points_in_dropped_pillars: int = 0  # points that fell in those dropped pillars
     num_voxels: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -36,7 +41,8 @@ class VoxelStats:
 
     @property
     def points_used(self) -> int:
-        return self.points_in - self.nan_dropped - self.out_of_range - self.points_overflow - self.points_dropped_by_overflow
+        return (self.points_in - self.nan_dropped - self.out_of_range - self.points_truncated
+                - self.points_in_dropped_pillars)
 
 
 @dataclass
@@ -140,15 +146,17 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
             (~finite).sum(),
             (pillar_kept & ~slot_ok).sum(),
             (~pillar_kept).sum(),
+            (counts[kept_groups] > p_max).sum(),
         ]
     ).tolist()  # one device sync
     stats = VoxelStats(
         points_in=n_in,
         nan_dropped=int(counters[0]),
         out_of_range=n_in - int(counters[0]) - m,
-        points_overflow=int(counters[1]),
-        voxels_overflow=max(n_groups - v_max, 0),
-        points_dropped_by_overflow=int(counters[2]),
+        points_truncated=int(counters[1]),
+        pillars_truncated=int(counters[3]),
+        pillars_dropped=max(n_groups - v_max, 0),
+        points_in_dropped_pillars=int(counters[2]),
         num_voxels=n_vox,
     )
     return Voxels(points=out, num_points=num_points, coords=coords, stats=stats)
