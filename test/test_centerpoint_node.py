@@ -455,12 +455,15 @@ def test_node_health_report():
     h.on_input_gap(3)
     assert h.on_malformed("truncated_data") == 1
     h.on_accepted(big_endian=True, organized=False, empty=False, non_finite=5)
-    stats = SimpleNamespace(points_overflow=7, voxels_overflow=0, points_dropped_by_overflow=0)
+    stats = SimpleNamespace(points_truncated=7, pillars_truncated=2, pillars_dropped=0, points_in_dropped_pillars=0)
     h.on_processed(150.0, 180.0, stats)
     inference, inputs = h.report(Time(sec=1)).status
     assert inference.level == DiagnosticStatus.WARN and "over budget" in inference.message
     v = values_of(inference)
-    assert v["frames_over_budget"] == "1" and v["pillars.points_overflow"] == "7" and v["backend"] == "pytorch"
+    assert v["frames_over_budget"] == "1" and v["backend"] == "pytorch"
+    # truncated points and dropped pillars are separate counts; truncation alone is no warning
+    assert (v["points_truncated"], v["pillars_truncated"], v["frames_with_points_truncated"]) == ("7", "2", "1")
+    assert (v["pillars_dropped"], v["points_in_dropped_pillars"], v["frames_with_pillars_dropped"]) == ("0", "0", "0")
     v = values_of(inputs)
     assert inputs.level == DiagnosticStatus.WARN
     assert (v["received"], v["dropped_inputs"], v["input_gaps"], v["malformed.truncated_data"]) == ("2", "1", "3", "1")
@@ -468,6 +471,13 @@ def test_node_health_report():
     # a quiet period: OK again, cumulative counters kept
     inference, inputs = h.report(Time(sec=2)).status
     assert inference.level == inputs.level == DiagnosticStatus.OK and values_of(inputs)["dropped_inputs"] == "1"
+    h.on_processed(50.0, 60.0, SimpleNamespace(points_truncated=3, pillars_truncated=1, pillars_dropped=4,
+                                               points_in_dropped_pillars=9))
+    inference = h.report(Time(sec=2, nanosec=5)).status[0]
+    v = values_of(inference)
+    assert inference.level == DiagnosticStatus.WARN and "4 pillars dropped beyond max_voxels" in inference.message
+    assert (v["pillars_dropped"], v["points_in_dropped_pillars"], v["frames_with_pillars_dropped"]) == ("4", "9", "1")
+    assert (v["points_truncated"], v["frames_with_points_truncated"]) == ("10", "2")
     h.on_internal_error()
     assert h.report(Time(sec=3)).status[1].level == DiagnosticStatus.ERROR
 

@@ -305,9 +305,10 @@ class EvaluateConfig(StrictModel):
     backends: list[BackendName] = Field(default_factory=lambda: ["pytorch", "onnxruntime"], min_length=1)
     warmup: int = Field(3, ge=0)
     distance_thresholds: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)
-    # Precision envelope (running max from the right) before the 101-point resampling; false = the nuScenes
-    # devkit's own rule, which takes none.
-    precision_envelope: bool = True
+    # Precision envelope (running max from the right) before the 101-point resampling. Off by default: AP then
+    # equals the nuScenes devkit's bit for bit (the envelope raises it by up to ~4e-3). Every report names the
+    # rule used ("ap_rule").
+    precision_envelope: bool = False
     # Gate: every backend's mAP (at 2 m) must be >= the PyTorch mAP minus this.
     map_tolerance: float = Field(0.01, ge=0.0, le=1.0)
 

@@ -94,3 +94,39 @@ def test_shipped_checkpoint_loads_and_is_small():
     assert all(v.dtype in (torch.float32, torch.int64) for v in model.state_dict().values())
     report = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
     assert report["seed"] < 10_000 <= report["eval_seed"] and "command" in report
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="shipped checkpoint not present")
+def test_shipped_checkpoint_settings_that_differ_from_the_deploy_config_are_named_in_one_warning(caplog):
+    """The shipped checkpoint was trained with 20 points per pillar and wider NMS radii than the deploy config."""
+    stored = torch.load(DEFAULT_CHECKPOINT, weights_only=True)["model_config"]
+    cfg = CenterPointModelConfig()
+    assert stored["max_points_per_voxel"] != cfg.max_points_per_voxel  # the premise of this test
+    with caplog.at_level("WARNING", logger="awml_deploy_core.models.checkpoint"):
+        model, used = load_checkpoint(DEFAULT_CHECKPOINT, cfg)
+    assert used is cfg
+    lines = [r.getMessage() for r in caplog.records if r.name == "awml_deploy_core.models.checkpoint"]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    line = lines[0]
+    assert str(DEFAULT_CHECKPOINT) in line
+    assert f"max_points_per_voxel: checkpoint {stored['max_points_per_voxel']}, config {cfg.max_points_per_voxel}" in line
+    assert (f"nms.circle_radius: checkpoint {stored['nms']['circle_radius']!r}, "
+            f"config {cfg.nms.circle_radius!r}") in line
+    expected = [k for k in cfg.model_dump() if k not in ("name", "nms") and stored.get(k) != cfg.model_dump()[k]]
+    expected += [f"nms.{k}" for k, v in cfg.nms.model_dump().items() if k in stored["nms"] and stored["nms"][k] != v]
+    assert [d.split(":")[0] for d in model.checkpoint_config_differences] == expected
+    assert line.count("checkpoint ") == len(expected) + 1  # "checkpoint settings differ" + one per difference
+
+
+def test_no_warning_when_the_config_matches_or_comes_from_the_checkpoint(tmp_path, model_cfg, caplog):
+    model, cfg = model_cfg
+    path = save_checkpoint(model, cfg, tmp_path / "m.pth")
+    with caplog.at_level("WARNING", logger="awml_deploy_core.models.checkpoint"):
+        a, _ = load_checkpoint(path, cfg)
+        b, _ = load_checkpoint(path)
+    assert not caplog.records and a.checkpoint_config_differences == b.checkpoint_config_differences == []
+    post = cfg.model_copy(update={"score_threshold": 0.3})
+    with caplog.at_level("WARNING", logger="awml_deploy_core.models.checkpoint"):
+        c, _ = load_checkpoint(path, post)
+    assert c.checkpoint_config_differences == ["score_threshold: checkpoint 0.1, config 0.3"]
+    assert len(caplog.records) == 1

@@ -111,10 +111,10 @@ def test_static_voxelizer_keeps_the_rules_on_a_messy_cloud():
         np.testing.assert_array_equal(vox.points[v, : len(idx)].numpy(), pts[idx])
         assert not vox.points[v, len(idx):].any()
     s = vox.stats
-    assert s.num_voxels == len(kept) and s.voxels_overflow == len(order) - len(kept) > 0
+    assert s.num_voxels == len(kept) and s.pillars_dropped == len(order) - len(kept) > 0
     assert s.nan_dropped == 8
-    assert s.points_overflow == sum(max(len(members[c]) - cfg.max_points_per_voxel, 0) for c in kept) > 0
-    assert s.points_dropped_by_overflow == sum(len(members[c]) for c in order[cfg.max_voxels:])
+    assert s.points_truncated == sum(max(len(members[c]) - cfg.max_points_per_voxel, 0) for c in kept) > 0
+    assert s.points_in_dropped_pillars == sum(len(members[c]) for c in order[cfg.max_voxels:])
     assert s.points_used == sum(min(len(members[c]), cfg.max_points_per_voxel) for c in kept)
 
 

@@ -382,3 +382,41 @@ def test_timing_1000_frames(capsys):
     with capsys.disabled():
         print(f"\nevaluate_detection3d, 1000 frames x 50 GT x 60 detections, 5 classes: {elapsed:.2f} s")
     assert 0.0 < result.map < 1.0
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_eval_range_equals_the_reference_on_boxes_filtered_by_hand(name):
+    """eval_range leaves out GT and detections whose BEV centre is outside [min, max), nothing else; counted."""
+    preds, gts = random_scene(11)
+    rng = (-30.0, -25.0, 35.0, 40.0)
+    config = Detection3DConfig(class_names=CLASSES, eval_range=rng, **CONFIGS[name])
+    result = evaluate_detection3d(preds, gts, config)
+    def filtered(frames):
+        kept, out = [], {c: 0 for c in CLASSES}
+        for b in frames:
+            inside = [rng[0] <= x < rng[2] and rng[1] <= y < rng[3] for x, y in b.boxes[:, :2].tolist()]
+            kept.append(b.select(np.array(inside, bool)))
+            for ok, label in zip(inside, b.labels.tolist()):
+                out[CLASSES[label]] += not ok
+        return kept, out
+
+    kept, out = filtered(gts)
+    kept_preds, pred_out = filtered(preds)
+    ref = reference_evaluate(kept_preds, kept, CLASSES, {c: config.thresholds_for(c) for c in CLASSES},
+                             config.tp_threshold, config.distance_bands, config.min_recall, config.min_precision,
+                             config.precision_envelope)
+    assert_close(result.ap, ref["ap"], "ap")
+    assert_close(result.band_ap, {band_label(*b): v for b, v in ref["band_ap"].items()}, "band_ap")
+    assert result.num_gt_out_of_range == out and sum(out.values()) > 0
+    assert result.num_pred_out_of_range == pred_out and sum(pred_out.values()) > 0
+    d = json.loads(json.dumps(result.to_dict()))
+    assert d["num_gt_out_of_range"] == out and d["eval_range"] == list(rng)
+    assert d["num_pred_out_of_range"] == pred_out
+    assert d["ap_rule"] == ("precision_envelope" if config.precision_envelope else "nuscenes_devkit")
+    assert ("AP rule: precision envelope" if config.precision_envelope else "AP rule: nuScenes devkit") in result.table()
+
+
+def test_eval_range_is_checked():
+    for bad in ((0.0, 0.0, 0.0, 1.0), (0.0, 0.0, math.inf, 1.0), (1.0, 2.0, 3.0)):
+        with pytest.raises(ValueError, match="eval_range"):
+            Detection3DConfig(class_names=CLASSES, eval_range=bad)

@@ -49,7 +49,7 @@ def reference_voxelize(pts: np.ndarray, cfg: CenterPointModelConfig):
             members[(iy, ix)] = []
         members[(iy, ix)].append(i)
     order = order[: cfg.max_voxels]
-    return order, [members[c][: cfg.max_points_per_voxel] for c in order]
+    return order, [members[c][: cfg.max_points_per_voxel] for c in order], [len(members[c]) for c in order]
 
 
 def test_boundaries_go_to_the_upper_pillar():
@@ -83,7 +83,8 @@ def test_overflow_per_pillar_keeps_the_first_points_in_input_order():
     v = voxelize(pts, cfg)
     assert v.num_points.tolist() == [3]
     assert v.points[0, :, 3].tolist() == [0.0, 10.0, 20.0]
-    assert (v.stats.points_overflow, v.stats.voxels_overflow, v.stats.points_dropped_by_overflow) == (2, 0, 0)
+    assert (v.stats.points_truncated, v.stats.pillars_dropped, v.stats.points_in_dropped_pillars) == (2, 0, 0)
+    assert v.stats.pillars_truncated == 1
 
 
 def test_pillars_beyond_max_voxels_are_dropped_in_first_appearance_order():
@@ -94,7 +95,8 @@ def test_pillars_beyond_max_voxels_are_dropped_in_first_appearance_order():
     assert v.coords[:, 1].tolist() == [14, 0, 8, 10]
     assert v.num_points.tolist() == [2, 1, 1, 1]  # the last point joins the first pillar
     s = v.stats
-    assert (s.num_voxels, s.voxels_overflow, s.points_dropped_by_overflow, s.points_overflow) == (4, 2, 3, 0)
+    assert (s.num_voxels, s.pillars_dropped, s.points_in_dropped_pillars, s.points_truncated) == (4, 2, 3, 0)
+    assert s.pillars_truncated == 0  # dropping whole pillars is not truncation
 
 
 def test_empty_cloud():
@@ -124,7 +126,7 @@ def test_matches_the_reference_and_is_deterministic():
     pts[::97, 0] = np.nan
     v1, v2 = voxelize(pts, cfg), voxelize(torch.from_numpy(pts), cfg)
     assert torch.equal(v1.points, v2.points) and torch.equal(v1.coords, v2.coords) and v1.stats == v2.stats
-    order, members = reference_voxelize(pts, cfg)
+    order, members, sizes = reference_voxelize(pts, cfg)
     assert [tuple(c) for c in v1.coords.tolist()] == order
     for k, idx in enumerate(members):
         n = len(idx)
@@ -132,8 +134,10 @@ def test_matches_the_reference_and_is_deterministic():
         np.testing.assert_array_equal(v1.points[k, :n].numpy(), pts[idx])
         assert v1.points[k, n:].abs().sum() == 0
     s = v1.stats
-    assert s.points_in == s.nan_dropped + s.out_of_range + s.points_overflow + s.points_dropped_by_overflow + s.points_used
-    assert s.voxels_overflow > 0 and s.points_overflow > 0
+    assert s.points_in == s.nan_dropped + s.out_of_range + s.points_truncated + s.points_in_dropped_pillars + s.points_used
+    assert s.pillars_dropped > 0 and s.points_truncated > 0
+    assert s.pillars_truncated == sum(n > cfg.max_points_per_voxel for n in sizes) > 0
+    assert s.points_truncated == sum(max(n - cfg.max_points_per_voxel, 0) for n in sizes)
 
 
 def test_encoder_features_by_hand_for_two_pillars():

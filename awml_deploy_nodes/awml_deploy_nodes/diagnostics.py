@@ -5,8 +5,10 @@ the node needs: counters updated from the subscription callback and the worker t
 a periodic report of two statuses, named like diagnostic_updater names them (``<node>: <task>``):
 
 ``<node>: inference``  processing time of the last period against the budget (OK / WARN above it), stamp-to-
-    output latency, pillar overflow (points beyond max_points_per_voxel: normal for dense clouds, reported;
-    pillars beyond max_voxels: WARN, objects may be missed).
+    output latency, and the two voxelization limits counted apart: ``pillars_dropped`` (pillars beyond
+    max_voxels, with ``points_in_dropped_pillars`` and ``frames_with_pillars_dropped``: WARN, objects may be
+    missed) and ``points_truncated`` (points beyond max_points_per_voxel in a kept pillar, with
+    ``pillars_truncated`` and ``frames_with_points_truncated``: normal for dense clouds, reported only).
 ``<node>: input``  clouds received, dropped (replaced by a newer cloud before they were processed), dropped
     by the middleware before the node took them (``input_gaps``: gaps in the writers' publication sequence
     numbers, where rclpy passes them: Iron and newer), lost by the middleware (message-lost events), malformed per kind (``malformed.<kind>``, kinds of
@@ -28,7 +30,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 ACCEPTED_KINDS = ("big_endian", "organized", "empty", "with_non_finite")
-OVERFLOW_KEYS = ("points_overflow", "voxels_overflow", "points_dropped_by_overflow")
+# VoxelStats fields summed over frames (awml_deploy_core.pipelines.centerpoint.voxelize.VoxelStats).
+OVERFLOW_KEYS = ("pillars_dropped", "points_in_dropped_pillars", "pillars_truncated", "points_truncated")
 
 
 @dataclass
@@ -44,7 +47,7 @@ class _Period:
     gaps: int = 0
     malformed: int = 0
     internal_errors: int = 0
-    voxels_overflow: int = 0
+    pillars_dropped: int = 0
 
 
 class NodeHealth:
@@ -68,7 +71,8 @@ class NodeHealth:
         self.accepted = {k: 0 for k in ACCEPTED_KINDS}
         self.non_finite_points = 0
         self.overflow = {k: 0 for k in OVERFLOW_KEYS}
-        self.frames_with_voxel_overflow = 0
+        self.frames_with_pillars_dropped = 0
+        self.frames_with_points_truncated = 0
         self.last_time_ms: float | None = None
         self._period = _Period()
 
@@ -117,10 +121,11 @@ class NodeHealth:
                 self._period.over_budget += 1
             for k in OVERFLOW_KEYS:
                 self.overflow[k] += int(getattr(voxel_stats, k, 0))
-            vo = int(getattr(voxel_stats, "voxels_overflow", 0))
-            if vo:
-                self.frames_with_voxel_overflow += 1
-                self._period.voxels_overflow += vo
+            dropped = int(getattr(voxel_stats, "pillars_dropped", 0))
+            if dropped:
+                self.frames_with_pillars_dropped += 1
+                self._period.pillars_dropped += dropped
+            self.frames_with_points_truncated += int(getattr(voxel_stats, "points_truncated", 0) > 0)
 
     def on_internal_error(self) -> None:
         with self._lock:
@@ -134,7 +139,9 @@ class NodeHealth:
             return {"received": self.received, "processed": self.processed, "dropped": self.dropped,
                     "lost": self.lost, "gaps": self.gaps, "internal_errors": self.internal_errors, "over_budget": self.over_budget,
                     "malformed": dict(self.malformed), "accepted": dict(self.accepted),
-                    "non_finite_points": self.non_finite_points, "overflow": dict(self.overflow)}
+                    "non_finite_points": self.non_finite_points, "overflow": dict(self.overflow),
+                    "frames_with_pillars_dropped": self.frames_with_pillars_dropped,
+                    "frames_with_points_truncated": self.frames_with_points_truncated}
 
     def report(self, stamp: Any) -> DiagnosticArray:
         with self._lock:
@@ -166,14 +173,15 @@ class NodeHealth:
             ("frames_over_budget", self.over_budget),
             ("frames_over_budget_in_period", p.over_budget),
             ("latency_ms_max_in_period", max(p.latencies_ms) if p.latencies_ms else None),
-            *((f"pillars.{k}", v) for k, v in self.overflow.items()),
-            ("pillars.frames_with_voxels_overflow", self.frames_with_voxel_overflow),
+            *self.overflow.items(),
+            ("frames_with_pillars_dropped", self.frames_with_pillars_dropped),
+            ("frames_with_points_truncated", self.frames_with_points_truncated),
         ]
         if p.over_budget:
             level, text = WARN, (f"processing time over budget in {p.over_budget}/{len(times)} frames "
                                  f"(max {worst:.1f} ms > {self.budget_ms:g} ms)")
-        elif p.voxels_overflow:
-            level, text = WARN, (f"{p.voxels_overflow} pillars dropped beyond max_voxels in the last period: "
+        elif p.pillars_dropped:
+            level, text = WARN, (f"{p.pillars_dropped} pillars dropped beyond max_voxels in the last period: "
                                  f"objects may be missed")
         elif times:
             level, text = OK, f"{len(times)} frames, max {worst:.1f} ms <= budget {self.budget_ms:g} ms"

@@ -516,7 +516,7 @@ def score(recording: Path, bag: Path, cfg: Any, backend: str, *, lidar_topic: st
     with BagReader(bag) as reader:
         gt = open_ground_truth(reader, names, gt_topic, gt_info)
     records, facts = realtime_records(recording, names, lidar_topic, info.sent_log)
-    scorer = FrameScorer(gt, names, tolerance_ms, metric_config(names, cfg.evaluate))
+    scorer = FrameScorer(gt, names, tolerance_ms, metric_config(cfg.model, cfg.evaluate))
     with (out / "frames.jsonl").open("w", encoding="utf-8") as f:
         for rec in records:
             f.write(json.dumps(scorer.add(rec), allow_nan=False) + "\n")

@@ -23,7 +23,6 @@ frames. Frames come every ``LidarSpec.sweep_period`` seconds (10 Hz by default).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -771,15 +770,3 @@ def render_boxes(
     ids = np.arange(len(b), dtype=np.int64)
     return _make_frame(pts, ring, tm, timestamp, b, gt.labels, gt.velocities, ids, class_names, "rendered", 0)
 
-
-def time_frame_generation(
-    seed: int = 0, repeats: int = 3, lidar: LidarSpec | None = None, scene: SceneSpec | None = None
-) -> dict:
-    """Wall time of :func:`generate_frame` (for benchmarks): best and mean seconds, points per frame."""
-    times, points = [], []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        f = generate_frame(seed + i, lidar, scene)
-        times.append(time.perf_counter() - t0)
-        points.append(len(f.points))
-    return {"best_s": min(times), "mean_s": float(np.mean(times)), "mean_points": float(np.mean(points))}

@@ -18,6 +18,13 @@ What follows the devkit (facts read from nuscenes-devkit ``python-sdk/nuscenes/e
   exclude the min recall bin"), subtract ``min_precision``, clip at 0, mean, divide by ``1 - min_precision``.
 * A class with GT but no TP at all (no detections, or only FPs): AP 0 (devkit ``no_predictions``).
 
+The evaluated range (``Detection3DConfig.eval_range``, see :func:`in_eval_range`): a GT box or a detection is
+scored only when its BEV centre lies inside it, ``x_min <= x < x_max`` and ``y_min <= y < y_max`` (the voxelizer's
+own test on points, so exactly where the model can place a centre; AWML/mmdet3d's ObjectRangeFilter uses the open
+interval, which differs only on the boundary). Both are filtered, then matched - the nuScenes-style
+filter-then-match rule (the devkit filters both by a per-class distance from the ego instead), so a detection of
+a box outside the range is neither a TP nor a FP. With ``eval_range=None`` everything is scored.
+
 Where we differ from the devkit (on purpose, documented):
 
 * A class with **no GT** gets AP NaN (the devkit gives 0); NaN is left out of every mean, so a class absent from the
@@ -56,6 +63,12 @@ from ..structures import Boxes3D
 NUM_RECALL_POINTS = 101
 RECALL_POINTS = np.linspace(0.0, 1.0, NUM_RECALL_POINTS)
 TP_ERROR_NAMES = ("ate", "ase", "aoe", "ave")
+AP_RULE_DEVKIT = "nuscenes_devkit"
+AP_RULE_ENVELOPE = "precision_envelope"
+AP_RULE_TEXT = {
+    AP_RULE_DEVKIT: "nuScenes devkit (no precision envelope)",
+    AP_RULE_ENVELOPE: "precision envelope (running max of precision before resampling; not the devkit's rule)",
+}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -74,6 +87,9 @@ class Detection3DConfig:
     one of the AP thresholds.
     ``distance_bands``: ``[lo, hi)`` BEV ranges from the origin, in metres.
     ``precision_envelope``: False = nuScenes devkit (no envelope); True = running max from the right first.
+    ``eval_range``: BEV ``(x_min, y_min, x_max, y_max)``, metres; GT and detections whose centre lies outside
+    are not scored (counted in ``Detection3DResult.num_gt_out_of_range`` / ``num_pred_out_of_range``). None:
+    everything is scored.
     """
 
     class_names: Sequence[str]
@@ -84,6 +100,7 @@ class Detection3DConfig:
     min_recall: float = 0.1
     min_precision: float = 0.1
     precision_envelope: bool = False
+    eval_range: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         self.class_names = tuple(str(n) for n in self.class_names)
@@ -117,6 +134,19 @@ class Detection3DConfig:
             raise ValueError(f"Detection3DConfig.min_recall must be in [0, 1), got {self.min_recall}")
         if not 0 <= self.min_precision < 1:
             raise ValueError(f"Detection3DConfig.min_precision must be in [0, 1), got {self.min_precision}")
+        if self.eval_range is not None:
+            r = tuple(float(v) for v in self.eval_range)
+            if len(r) != 4 or not all(math.isfinite(v) for v in r) or not (r[0] < r[2] and r[1] < r[3]):
+                raise ValueError(
+                    f"Detection3DConfig.eval_range must be finite (x_min, y_min, x_max, y_max) with min < max, "
+                    f"got {self.eval_range}"
+                )
+            self.eval_range = r
+
+    @property
+    def ap_rule(self) -> str:
+        """Which AP rule the numbers follow: "nuscenes_devkit" (no envelope) or "precision_envelope"."""
+        return AP_RULE_ENVELOPE if self.precision_envelope else AP_RULE_DEVKIT
 
     def thresholds_for(self, class_name: str) -> tuple[float, ...]:
         if self.class_distance_thresholds and class_name in self.class_distance_thresholds:
@@ -157,7 +187,10 @@ class Detection3DResult:
     ``tp_errors``: class -> {"ate" m, "ase" 1-IoU, "aoe" rad, "ave" m/s}, mean over TPs at ``tp_threshold``.
     ``band_ap``: band label ("0-20m", "20-40m", "40m+") -> class -> AP at ``tp_threshold`` with GT and detections
     both filtered by the band; ``band_map``: band label -> mean of those over classes (NaN left out).
-    ``num_gt`` / ``num_pred``: per class, all frames, no band filter.
+    ``num_gt`` / ``num_pred``: per class, all frames, no band filter; ``num_gt`` counts scored GT only.
+    ``ap_rule``: "nuscenes_devkit" or "precision_envelope" (see ``Detection3DConfig.precision_envelope``).
+    ``eval_range`` / ``num_gt_out_of_range`` / ``num_pred_out_of_range``: the BEV range scored, and per class the
+    GT boxes and detections left out because their centre lies outside it (``num_gt`` / ``num_pred`` exclude them).
     ``pr_curves``: class -> threshold -> (recall, precision) at the 101 recall points used for AP (NaN precision for
     a class without GT), for plots.
     """
@@ -178,6 +211,10 @@ class Detection3DResult:
     tp_threshold: float = 2.0
     aph_at_tp: dict[str, float] = field(default_factory=dict)
     band_map: dict[str, float] = field(default_factory=dict)
+    ap_rule: str = AP_RULE_DEVKIT
+    eval_range: tuple[float, float, float, float] | None = None
+    num_gt_out_of_range: dict[str, int] = field(default_factory=dict)
+    num_pred_out_of_range: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-safe (NaN -> None, thresholds as strings like "0.5"), keys in a stable order."""
@@ -186,6 +223,7 @@ class Detection3DResult:
             return {threshold_key(t): _json_float(v) for t, v in d.items()}
 
         return {
+            "ap_rule": self.ap_rule,
             "class_names": list(self.class_names),
             "thresholds": [threshold_key(t) for t in self.thresholds],
             "tp_threshold": self.tp_threshold,
@@ -203,6 +241,9 @@ class Detection3DResult:
             "band_map": {b: _json_float(v) for b, v in self.band_map.items()},
             "num_gt": {c: int(self.num_gt[c]) for c in self.class_names},
             "num_pred": {c: int(self.num_pred[c]) for c in self.class_names},
+            "eval_range": list(self.eval_range) if self.eval_range is not None else None,
+            "num_gt_out_of_range": {c: int(self.num_gt_out_of_range.get(c, 0)) for c in self.class_names},
+            "num_pred_out_of_range": {c: int(self.num_pred_out_of_range.get(c, 0)) for c in self.class_names},
             "pr_curves": {
                 c: {
                     threshold_key(t): {
@@ -243,6 +284,13 @@ class Detection3DResult:
                  for r in [header] + rows]
         lines.insert(1, "-" * len(lines[0]))
         lines.append(f"mAP {_fmt(self.map)}  mAPH {_fmt(self.maph)}  (mean over classes with GT and thresholds)")
+        lines.append(f"AP rule: {AP_RULE_TEXT.get(self.ap_rule, self.ap_rule)}")
+        if self.eval_range is not None:
+            r = self.eval_range
+            lines.append(f"evaluated range x [{r[0]:g}, {r[2]:g}), y [{r[1]:g}, {r[3]:g}) m: ground truth "
+                         f"{sum(self.num_gt.values())} scored, {sum(self.num_gt_out_of_range.values())} outside; "
+                         f"detections {sum(self.num_pred.values())} scored, "
+                         f"{sum(self.num_pred_out_of_range.values())} outside")
         return "\n".join(lines)
 
 
@@ -482,6 +530,24 @@ def _class_means(values: np.ndarray, labels: np.ndarray, num_classes: int) -> np
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def in_eval_range(boxes: Boxes3D, eval_range: Sequence[float] | None) -> np.ndarray:
+    """Which boxes are scored: BEV centre inside ``eval_range`` = (x_min, y_min, x_max, y_max), half-open
+    ``[min, max)`` and compared in float32 like the voxelizer compares points. None: all of them."""
+    if eval_range is None:
+        return np.ones(len(boxes), bool)
+    r = np.asarray(eval_range, np.float32)
+    x, y = boxes.boxes[:, 0].astype(np.float32), boxes.boxes[:, 1].astype(np.float32)
+    return (x >= r[0]) & (x < r[2]) & (y >= r[1]) & (y < r[3])
+
+
+def select_in_range(boxes: Boxes3D, config: Detection3DConfig) -> tuple[Boxes3D, np.ndarray]:
+    """The boxes of one frame (GT or detections) that ``config`` scores, and per class the number left out."""
+    keep = in_eval_range(boxes, config.eval_range)
+    n = len(config.class_names)
+    dropped = np.bincount(boxes.labels[~keep], minlength=n)[:n] if len(boxes) else np.zeros(n, np.int64)
+    return (boxes if keep.all() else boxes.select(keep)), dropped
+
+
 def evaluate_detection3d(
     predictions: Sequence[Boxes3D], ground_truths: Sequence[Boxes3D], config: Detection3DConfig
 ) -> Detection3DResult:
@@ -497,8 +563,13 @@ def evaluate_detection3d(
     names = tuple(config.class_names)
     num_classes = len(names)
     num_frames = len(predictions)
-    pred = _flatten(predictions, "predictions", num_classes)
-    gt = _flatten(ground_truths, "ground_truths", num_classes)
+    # Validate before filtering, so that errors name the caller's frame and box index.
+    _flatten(predictions, "predictions", num_classes)
+    _flatten(ground_truths, "ground_truths", num_classes)
+    kept_pred, pred_out = _in_range_frames(predictions, config)
+    kept_gt, gt_out = _in_range_frames(ground_truths, config)
+    pred = _flatten(kept_pred, "predictions", num_classes)
+    gt = _flatten(kept_gt, "ground_truths", num_classes)
 
     # Settings ("runs"): one per distinct threshold, one at tp_threshold if needed, one per band.
     class_thr = [config.thresholds_for(n) for n in names]
@@ -628,4 +699,18 @@ def evaluate_detection3d(
         tp_threshold=tp_thr,
         aph_at_tp=aph_at_tp,
         band_map=band_map,
+        ap_rule=config.ap_rule,
+        eval_range=config.eval_range,
+        num_gt_out_of_range={n: int(gt_out[c]) for c, n in enumerate(names)},
+        num_pred_out_of_range={n: int(pred_out[c]) for c, n in enumerate(names)},
     )
+
+
+def _in_range_frames(frames: Sequence[Boxes3D], config: Detection3DConfig) -> tuple[list[Boxes3D], np.ndarray]:
+    out = np.zeros(len(config.class_names), np.int64)
+    kept = []
+    for b in frames:
+        k, dropped = select_in_range(b, config)
+        kept.append(k)
+        out += dropped
+    return kept, out

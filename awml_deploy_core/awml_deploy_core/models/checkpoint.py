@@ -5,6 +5,7 @@ Every failure is a ``CheckpointError`` with a one-line message naming the offend
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from .centerpoint import CenterPoint, build_centerpoint
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "centerpoint_small.pth"
 _SHOW = 3  # keys named per category in an error message
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(model: CenterPoint, cfg: CenterPointModelConfig, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -112,15 +114,48 @@ def stored_model_config(path: str | Path) -> CenterPointModelConfig:
         raise CheckpointError(f"{path}: stored model_config is invalid: {msg}") from None
 
 
+def config_differences(stored: dict[str, Any], cfg: CenterPointModelConfig) -> list[str]:
+    """Settings a checkpoint was trained/saved with (its ``model_config``) that differ from ``cfg``, one
+    ``"key: checkpoint X, config Y"`` per difference (nested settings as ``nms.circle_radius``). Only keys both
+    know are compared; ``name`` is not a setting."""
+    now = cfg.model_dump(mode="json")
+    out = []
+    for key, value in now.items():
+        if key == "name" or key not in stored:
+            continue
+        old = stored[key]
+        if isinstance(value, dict) and isinstance(old, dict):
+            out += [f"{key}.{k}: checkpoint {old[k]!r}, config {v!r}" for k, v in value.items()
+                    if k in old and old[k] != v]
+        elif old != value:
+            out.append(f"{key}: checkpoint {old!r}, config {value!r}")
+    return out
+
+
+def warn_config_differences(path: Path | str, stored: Any, cfg: CenterPointModelConfig) -> list[str]:
+    """Log ONE warning line naming every setting in which the checkpoint's stored ``model_config`` differs from
+    the deploy config (the deploy config's values are the ones used). Returns the differences."""
+    if not isinstance(stored, dict):
+        return []
+    diff = config_differences(stored, cfg)
+    if diff:
+        log.warning("%s: checkpoint settings differ from the deploy config, which is what runs: %s", path,
+                    "; ".join(diff))
+    return diff
+
+
 def load_checkpoint(
     path: str | Path, cfg: CenterPointModelConfig | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[CenterPoint, CenterPointModelConfig]:
     """Build the model (from ``cfg`` or the checkpoint's ``model_config``) and load the weights strictly.
 
-    The checkpoint's ``meta`` (if any) is attached as ``model.checkpoint_meta``.
+    The checkpoint's ``meta`` (if any) is attached as ``model.checkpoint_meta``. With ``cfg`` given and a stored
+    ``model_config``, settings that differ (points per pillar, NMS radii, ...) are logged in one warning line
+    and attached as ``model.checkpoint_config_differences``.
     """
     path = Path(path)
     obj = _read(path, map_location)
+    cfg_given = cfg is not None
     if cfg is None:
         stored = obj.get("model_config")
         if not isinstance(stored, dict):
@@ -135,4 +170,6 @@ def load_checkpoint(
     check_state_dict(model, sd, path, cfg.name)
     model.load_state_dict(sd, strict=False)  # strictness checked above (num_batches_tracked may be absent)
     model.checkpoint_meta = dict(obj.get("meta") or {})  # type: ignore[attr-defined]
+    model.checkpoint_config_differences = (  # type: ignore[attr-defined]
+        warn_config_differences(path, obj.get("model_config"), cfg) if cfg_given else [])
     return model.to(map_location).eval(), cfg

@@ -183,7 +183,7 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
         out = ensure_writable_dir(Path(out_dir) if out_dir is not None else default_out_dir(cfg, bag, backend))
         for stale in ("summary.json", "report.md"):
             (out / stale).unlink(missing_ok=True)
-        scorer = FrameScorer(gt, class_names, tolerance_ms, metric_config(class_names, cfg.evaluate), strict_order)
+        scorer = FrameScorer(gt, class_names, tolerance_ms, metric_config(cfg.model, cfg.evaluate), strict_order)
         frame_log = _FrameLog(out / "frames.jsonl")
         stopped, error, failure = None, None, None
         t0 = time.perf_counter()

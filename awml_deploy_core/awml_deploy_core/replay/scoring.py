@@ -20,11 +20,16 @@ Rules:
   ``MATCH_THRESHOLD_M`` (2 m BEV centre distance); ``recall = TP / (TP + FN)`` and
   ``precision = TP / (TP + FP)`` over all classes, ``null`` when undefined (no ground truth / no detection).
 * Over the scored frames: :func:`~awml_deploy_core.metrics.detection3d.evaluate_detection3d` (AP per class
-  and threshold, mAP, TP errors, distance bands), with the deploy config's evaluation settings.
+  and threshold, mAP, TP errors, distance bands), with :func:`awml_deploy_core.evaluate.metric_config` of the
+  deploy config - the same configuration export's evaluation and training use.
+* Ground truth is scored by the rule of ``evaluate.GT_RULE``: boxes (and detections) whose BEV centre lies
+  outside the model's point_cloud_range are left out (per frame and in AP alike) and counted; summary.json's
+  ``ground_truth`` gives scored / excluded_out_of_range / excluded_no_points.
 * Latency percentiles over every frame that produced output (scored and skipped alike).
 
-Ground truth comes from a topic of awml_deploy_msgs/DetectedObjects (all boxes count) or from an AWML info
-file (boxes with at least one lidar point count, as in ``evaluate``), see :func:`open_ground_truth`.
+Ground truth comes from a topic of awml_deploy_msgs/DetectedObjects (no point counts: every box inside the range
+counts) or from an AWML info file (boxes with at least one lidar point count, as in ``evaluate``), see
+:func:`open_ground_truth`.
 Recorded DetectedObjects (``rosbags`` messages, rclpy messages or their dicts) become ``Boxes3D`` with
 :func:`detected_objects_to_boxes`; :func:`records_from_bag` turns a bag of recorded outputs into FrameRecords.
 """
@@ -43,7 +48,8 @@ import numpy as np
 from ..data.rosbag_io import (DEFAULT_GT_TOPIC, INFO_DIR, BagReader, detected_objects_to_boxes, read_detected_objects,
                               seconds_to_ns)
 from ..errors import DatasetError
-from ..metrics.detection3d import Detection3DConfig, Detection3DResult, evaluate_detection3d, match_frame
+from ..metrics.detection3d import (Detection3DConfig, Detection3DResult, evaluate_detection3d, match_frame,
+                                   select_in_range)
 from ..metrics.latency import LatencyStats, summarize_stages
 from ..structures import Boxes3D
 
@@ -73,12 +79,15 @@ class FrameRecord:
 class GroundTruth:
     """Ground-truth frames sorted by stamp, looked up by nearest stamp."""
 
-    def __init__(self, stamps_ns: Sequence[int], boxes: Sequence[Boxes3D], source: str) -> None:
-        if len(stamps_ns) != len(boxes):
-            raise ValueError("GroundTruth: one Boxes3D per stamp")
+    def __init__(self, stamps_ns: Sequence[int], boxes: Sequence[Boxes3D], source: str,
+                 no_points: Sequence[int] | None = None) -> None:
+        """``no_points``: per frame, the boxes already left out for holding no lidar point (counted in reports)."""
+        if len(stamps_ns) != len(boxes) or (no_points is not None and len(no_points) != len(boxes)):
+            raise ValueError("GroundTruth: one Boxes3D (and one no_points count) per stamp")
         order = np.argsort(np.asarray(stamps_ns, np.int64), kind="stable")
         self.stamps = np.asarray(stamps_ns, np.int64)[order]
         self.boxes = [boxes[i] for i in order]
+        self.no_points = [int(no_points[i]) if no_points is not None else 0 for i in order]
         self.source = source
         dup = np.flatnonzero(np.diff(self.stamps) == 0)
         if len(dup):
@@ -107,19 +116,22 @@ class GroundTruth:
     def from_info(cls, path: str | Path, class_names: Sequence[str]) -> "GroundTruth":
         """An AWML info file: boxes with >= 1 lidar point (``bbox_3d_isvalid``), point files not needed."""
         from ..data.info_dataset import InfoDataset
-        from ..evaluate import scored_gt
 
         class _GtOnly(InfoDataset):
             def load_points(self, i: int) -> np.ndarray:  # ground truth only: the point files may be absent
                 return np.zeros((0, 5), np.float32)
 
         ds = _GtOnly(path, class_names=class_names)
-        stamps, boxes = [], []
-        for i in range(len(ds)):
-            s = ds[i]
-            stamps.append(seconds_to_ns(s.timestamp))
-            boxes.append(scored_gt(s))
-        return cls(stamps, boxes, f"info file {path}")
+        return cls.from_samples([ds[i] for i in range(len(ds))], f"info file {path}")
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Any], source: str) -> "GroundTruth":
+        """Info samples (``evaluate``'s Sample): their GT with points, stamped by the sample's timestamp."""
+        from ..evaluate import sample_gt
+
+        picked = [sample_gt(s) for s in samples]
+        return cls([seconds_to_ns(s.timestamp) for s in samples], [g for g, _ in picked], source,
+                   [n for _, n in picked])
 
     @classmethod
     def from_topic(cls, reader: BagReader, topic: str, class_names: Sequence[str]) -> "GroundTruth":
@@ -163,6 +175,16 @@ class ReplayScores:
     metrics: Detection3DResult | None
     latency: dict[str, LatencyStats]
     out_of_order: list[int]
+    gt_excluded_no_points: int = 0  # over the scored frames
+
+    def ground_truth(self) -> dict[str, Any]:
+        """GT scored and left out (and why) over the scored frames; see ``evaluate.GT_RULE``."""
+        from ..evaluate import GT_RULE, ground_truth_summary
+
+        if self.metrics is None:
+            return {"scored": 0, "excluded_out_of_range": 0, "excluded_no_points": self.gt_excluded_no_points,
+                    "rule": GT_RULE}
+        return ground_truth_summary(self.metrics, self.gt_excluded_no_points)
 
     def counts(self) -> dict[str, int]:
         c = {"frames": len(self.frames), SCORED: 0, SKIPPED: 0, DROPPED: 0}
@@ -187,6 +209,7 @@ class ReplayScores:
             "tolerance_ms": self.tolerance_ms,
             "match_threshold_m": MATCH_THRESHOLD_M,
             "gt_source": self.gt_source,
+            "ground_truth": self.ground_truth(),
             "counts": self.counts(),
             "drop_rate": _ratio(self.counts()[DROPPED], len(self.frames)),
             "skipped_frames": [{"index": f["index"], "stamp_ns": f["stamp_ns"], "reason": f["reason"]}
@@ -215,12 +238,14 @@ class FrameScorer:
         self.class_names = tuple(class_names)
         self.tolerance_ms = float(tolerance_ms)
         self._tol_ns = int(round(tolerance_ms * 1e6))
-        if metric_cfg is None:
-            from ..config import EvaluateConfig
+        if metric_cfg is None:  # the default deploy config's model and evaluation, with these class names
+            from ..config import CenterPointModelConfig, EvaluateConfig
             from ..evaluate import metric_config
 
-            metric_cfg = metric_config(self.class_names, EvaluateConfig())
+            model = CenterPointModelConfig().model_copy(update={"class_names": list(self.class_names)})
+            metric_cfg = metric_config(model, EvaluateConfig())
         self.metric_cfg = metric_cfg
+        self._no_points = 0
         self.strict_order = strict_order
         self.frames: list[dict[str, Any]] = []
         self._dets: list[Boxes3D] = []
@@ -256,16 +281,23 @@ class FrameScorer:
         if rec.detections is not None:
             line["num_detections"] = len(rec.detections)
         if line["status"] == SCORED:
-            gt = self.gt.boxes[near[0]]  # type: ignore[index]
-            fm = match_frame(rec.detections, gt, len(self.class_names), MATCH_THRESHOLD_M)  # type: ignore[arg-type]
+            all_gt = self.gt.boxes[near[0]]  # type: ignore[index]
+            gt, gt_out = select_in_range(all_gt, self.metric_cfg)  # the metric's own range rule, for both
+            dets, det_out = select_in_range(rec.detections, self.metric_cfg)  # type: ignore[arg-type]
+            fm = match_frame(dets, gt, len(self.class_names), MATCH_THRESHOLD_M)
             tp, fp, fn = (int(fm.tp.sum()), int(fm.fp.sum()), int(fm.fn.sum()))
+            if gt_out.any():
+                line["num_gt_out_of_range"] = int(gt_out.sum())
+            if det_out.any():
+                line["num_detections_out_of_range"] = int(det_out.sum())
             line.update(num_gt=len(gt),
                         tp=dict(zip(self.class_names, fm.tp.tolist())),
                         fp=dict(zip(self.class_names, fm.fp.tolist())),
                         fn=dict(zip(self.class_names, fm.fn.tolist())),
                         recall=_ratio(tp, tp + fn), precision=_ratio(tp, tp + fp))
             self._dets.append(rec.detections)  # type: ignore[arg-type]
-            self._gts.append(gt)
+            self._gts.append(all_gt)  # evaluate_detection3d applies the same range rule and counts what it leaves out
+            self._no_points += self.gt.no_points[near[0]]  # type: ignore[index]
         if rec.latency_ms is not None:
             line["latency_ms"] = {k: float(v) for k, v in rec.latency_ms.items()}
             if rec.detections is not None:
@@ -277,7 +309,7 @@ class FrameScorer:
     def result(self) -> ReplayScores:
         metrics = evaluate_detection3d(self._dets, self._gts, self.metric_cfg) if self._dets else None
         return ReplayScores(self.class_names, self.tolerance_ms, self.gt.source, list(self.frames), metrics,
-                            summarize_stages(self._latency), list(self.out_of_order))
+                            summarize_stages(self._latency), list(self.out_of_order), self._no_points)
 
 
 def score_frames(frames: Iterable[FrameRecord], gt_source: GroundTruth | str | Path, class_names: Sequence[str],

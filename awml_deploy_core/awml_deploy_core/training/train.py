@@ -73,12 +73,28 @@ def generate_cache(seed: int, num_frames: int, workers: int, desc: str) -> list[
         return list(tqdm(pool.imap(_make_frame, jobs, chunksize=4), total=num_frames, desc=desc, mininterval=5))
 
 
-def select_gt(frame: dict[str, np.ndarray], cfg: CenterPointModelConfig, min_points: int) -> Boxes3D:
-    """GT boxes whose BEV centre is inside the point-cloud range and that hold >= min_points lidar points."""
-    b = frame["boxes"]
-    r = cfg.point_cloud_range
-    keep = (b[:, 0] >= r[0]) & (b[:, 0] < r[3]) & (b[:, 1] >= r[1]) & (b[:, 1] < r[4]) & (frame["num_points"] >= min_points)
-    return Boxes3D(b[keep], None, frame["labels"][keep], frame["velocities"][keep])
+def frame_gt(frame: dict[str, np.ndarray], min_points: int = 1) -> tuple[Boxes3D, int]:
+    """A held-out frame's GT boxes holding >= min_points lidar points, and how many held fewer. The range rule
+    is the metric configuration's (``evaluate.metric_config``), as in export's evaluation and replay."""
+    from ..evaluate import with_lidar_points
+
+    gt = Boxes3D(frame["boxes"], None, frame["labels"], frame["velocities"])
+    return with_lidar_points(gt, np.asarray(frame["num_points"]) >= min_points)
+
+
+def score_heldout(
+    preds: list[Boxes3D], frames: list[dict[str, Any]], cfg: CenterPointModelConfig, min_points: int = 1
+) -> tuple[Any, dict[str, Any], list[Boxes3D]]:
+    """Training's metric path: detections per frame against the frames' GT, scored with the deploy config's
+    metric configuration (defaults of ``EvaluateConfig``). Returns metrics, the GT summary and the GT used."""
+    from ..config import EvaluateConfig
+    from ..evaluate import ground_truth_summary, metric_config
+    from ..metrics.detection3d import evaluate_detection3d
+
+    picked = [frame_gt(fr, min_points) for fr in frames]
+    gts = [g for g, _ in picked]
+    result = evaluate_detection3d(preds, gts, metric_config(cfg, EvaluateConfig()))
+    return result, ground_truth_summary(result, sum(n for _, n in picked)), gts
 
 
 # ---------------------------------------------------------------------------------------- schedule
@@ -148,7 +164,9 @@ def evaluate_frames(
 ):
     """Run the deployed pipeline on ``frames`` and score it. ``variants``: other post-processing configs
     (same network outputs) scored alongside; their mAP by threshold is returned in ``extra``."""
-    from ..metrics.detection3d import Detection3DConfig, evaluate_detection3d
+    from ..config import EvaluateConfig
+    from ..evaluate import metric_config
+    from ..metrics.detection3d import evaluate_detection3d
     from ..pipelines.centerpoint.decode import decode
     from ..pipelines.centerpoint.nms import nms
 
@@ -157,22 +175,21 @@ def evaluate_frames(
 
     pipe = load_pipeline(DeployConfig(model=cfg), "pytorch", str(device), model=model).pipeline
     variants = variants or {}
-    preds, gts, times = [], [], []
+    preds, times = [], []
     var_preds: dict[str, list[Boxes3D]] = {k: [] for k in variants}
     for fr in frames:
         out = pipe(fr["points"], return_raw=bool(variants))
         preds.append(out.detections)
-        gts.append(select_gt(fr, cfg, min_points))
         times.append(out.timings_ms["total"])
         for name, vcfg in variants.items():
             var_preds[name].append(nms(decode(out.raw, vcfg), vcfg) if out.raw and "heatmap" in out.raw else Boxes3D())
-    dcfg = Detection3DConfig(class_names=cfg.class_names)
-    result = evaluate_detection3d(preds, gts, dcfg)
+    result, gt_summary, gts = score_heldout(preds, frames, cfg, min_points)
+    dcfg = metric_config(cfg, EvaluateConfig())
     extra: dict[str, Any] = {
         "num_frames": len(frames),
-        "gt_filter": f"BEV centre inside point_cloud_range and >= {min_points} lidar point(s)",
-        "num_gt": int(sum(len(g) for g in gts)),
-        "num_gt_per_class": np.bincount(np.concatenate([g.labels for g in gts]), minlength=len(cfg.class_names)).tolist(),
+        "ground_truth": gt_summary,
+        "num_gt": gt_summary["scored"],
+        "num_gt_per_class": [result.num_gt[c] for c in cfg.class_names],
         "detections_per_frame": float(np.mean([len(p) for p in preds])),
         "pipeline_total_ms_median": float(np.median(times)),
     }

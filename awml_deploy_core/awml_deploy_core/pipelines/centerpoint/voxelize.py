@@ -23,12 +23,17 @@ POINT_DIMS = 5  # x, y, z, intensity, time_lag
 
 @dataclass
 class VoxelStats:
+    """Per-cloud counts. Two different limits, counted apart: ``max_voxels`` drops whole pillars (whatever was
+    in them is invisible to the model: objects may be missed), ``max_points_per_voxel`` truncates a kept pillar
+    (normal for dense clouds near the sensor; the pillar is still seen)."""
+
     points_in: int = 0
     nan_dropped: int = 0  # any of x, y, z not finite
     out_of_range: int = 0
-    points_overflow: int = 0  # dropped because their (kept) pillar already held max_points_per_voxel
-    voxels_overflow: int = 0  # pillars dropped beyond max_voxels
-    points_dropped_by_overflow: int = 0  # points that fell in those dropped pillars
+    points_truncated: int = 0  # dropped because their (kept) pillar already held max_points_per_voxel
+    pillars_truncated: int = 0  # kept pillars that held more than max_points_per_voxel points
+    pillars_dropped: int = 0  # pillars dropped beyond max_voxels
+    points_in_dropped_pillars: int = 0  # points that fell in those dropped pillars
     num_voxels: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -36,7 +41,8 @@ class VoxelStats:
 
     @property
     def points_used(self) -> int:
-        return self.points_in - self.nan_dropped - self.out_of_range - self.points_overflow - self.points_dropped_by_overflow
+        return (self.points_in - self.nan_dropped - self.out_of_range - self.points_truncated
+                - self.points_in_dropped_pillars)
 
 
 @dataclass
@@ -132,9 +138,10 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
             valid.sum(),  # points in range
             (pillar_kept & ~slot_ok).sum(),
             (valid & ~pillar_kept).sum(),
+            (pillar_kept & (slot == p_max)).sum(),  # pillars truncated: each has exactly one point at slot P
         ]
     ).tolist()  # the one device sync
-    n_groups, n_nan, m, n_slot_over, n_pillar_over = (int(c) for c in counters)
+    n_groups, n_nan, m, n_slot_over, n_pillar_over, n_pillars_trunc = (int(c) for c in counters)
     n_vox = min(n_groups, v_max)
 
     sel = pillar_kept & slot_ok
@@ -154,17 +161,11 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
         points_in=n_in,
         nan_dropped=n_nan,
         out_of_range=n_in - n_nan - m,
-        points_overflow=n_slot_over,
-        voxels_overflow=max(n_groups - v_max, 0),
-        points_dropped_by_overflow=n_pillar_over,
+        points_truncated=n_slot_over,
+        pillars_truncated=n_pillars_trunc,
+        pillars_dropped=max(n_groups - v_max, 0),
+        points_in_dropped_pillars=n_pillar_over,
         num_voxels=n_vox,
     )
     return Voxels(points=out, num_points=num_points, coords=coords, stats=stats)
 
-
-def merge_stats(stats: list[VoxelStats]) -> VoxelStats:
-    total = VoxelStats()
-    for s in stats:
-        for k, v in s.as_dict().items():
-            setattr(total, k, getattr(total, k) + v)
-    return total
