@@ -107,6 +107,7 @@ class CalibrationSet:
     tokens: list[str]
     encoder_inputs: list[np.ndarray]  # input_features (V, P, F) float32
     head_inputs: list[np.ndarray]  # spatial_features (1, C, H, W) float32
+    coords: list[np.ndarray] = field(default_factory=list)  # pillar (y, x) per frame, to scatter encoder outputs
     source: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # tokens of frames with no pillar
 
@@ -116,17 +117,21 @@ class CalibrationSet:
 
     def fingerprint(self) -> str:
         """sha256 over every calibration tensor (name, dtype, shape, bytes), in frame order."""
+        key = tuple(id(a) for a in self.encoder_inputs + self.head_inputs)
+        if getattr(self, "_fp_key", None) == key:
+            return self._fp
         h = hashlib.sha256()
         for graph in GRAPHS:
             for a in (self.encoder_inputs if graph == "encoder" else self.head_inputs):
                 h.update(f"{GRAPH_INPUT[graph]}|{a.dtype.str}|{a.shape}|".encode())
                 h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()
+        self._fp_key, self._fp = key, h.hexdigest()
+        return self._fp
 
 
 def collect_calibration(pipeline, samples: Sequence, source: dict[str, Any] | None = None) -> CalibrationSet:
     """Run the pipeline's own preprocessing (and fp32 encoder + scatter for the head) on each calibration frame."""
-    out = CalibrationSet([], [], [], dict(source or {}))
+    out = CalibrationSet([], [], [], [], dict(source or {}))
     for s in samples:
         pre = pipeline.preprocess(s.points)
         if pre.input_features.shape[0] == 0:
@@ -137,6 +142,7 @@ def collect_calibration(pipeline, samples: Sequence, source: dict[str, Any] | No
         out.tokens.append(s.token)
         out.encoder_inputs.append(pre.input_features.detach().cpu().numpy().astype(np.float32, copy=True))
         out.head_inputs.append(spatial.detach().cpu().numpy().astype(np.float32, copy=True))
+        out.coords.append(pre.coords.detach().cpu().numpy().copy())
     if not out.tokens:
         raise ArtifactError("quantize: no calibration frame has a single pillar; check the calibration data")
     return out
@@ -179,12 +185,6 @@ class _Reader:
         self._i = 0
 
 
-def _chunk(n: int, at_most: int = 4) -> int:
-    """Frames per calibration pass: a divisor of n (ORT's strided calibration needs one), at most `at_most`.
-    Bounds the memory of the collected activations (about 150 MB per frame for the small head)."""
-    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
-
-
 def ort_options(method: str, percentile: float, quantize_bias: bool = False) -> dict[str, Any]:
     """The keyword arguments given to `quantize_static` (also recorded in the recipe)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
@@ -220,9 +220,11 @@ def quantize_graph(fp32_path: Path, out_path: Path, inputs: Sequence[dict[str, n
 
     opts = ort_options(method, percentile)
     if inputs is not None:
-        # Calibrate a few frames at a time; every calibrator merges across passes (ORT's own
-        # CalibMaxIntermediateOutputs drops the min-max of all but the last chunk in 1.31, so it is not used).
-        opts["extra_options"]["CalibStridedMinMax"] = _chunk(len(inputs))
+        # Calibrate one frame per pass; every calibrator merges across passes. Bounds memory (about 150 MB of
+        # activations per frame for the small head) and lets the histogram methods take the encoder's frames of
+        # different num_voxels (ORT stacks one pass's arrays). ORT's own CalibMaxIntermediateOutputs is not used:
+        # in 1.31 its min-max path drops all but the last chunk.
+        opts["extra_options"]["CalibStridedMinMax"] = 1
     with tempfile.TemporaryDirectory(prefix="awml_quant_") as tmp:
         tmp_out = Path(tmp) / "q.onnx"
         logging.getLogger().disabled, was = True, logging.getLogger().disabled  # ORT's pre-process advice
@@ -290,10 +292,11 @@ def make_recipe(q: QuantizeConfig, calib: CalibrationSet, excluded: dict[str, li
 
 def quantize_centerpoint(fp32_paths: dict[str, Path], out_dir: Path, model_cfg: CenterPointModelConfig,
                          q: QuantizeConfig, calib: CalibrationSet, excluded: dict[str, Sequence[str]] | None = None,
-                         ranges_dir: Path | None = None) -> QuantizedPair:
+                         ranges_dir: Path | None = None, check: bool = True) -> QuantizedPair:
     """Q/DQ versions of the graphs in `q.graphs` into `out_dir`, `excluded[graph]` kept in float.
 
-    `ranges_dir` keeps the calibrated ranges per graph between calls with other exclusions (the guard)."""
+    `ranges_dir` keeps the calibrated ranges per graph between calls with other exclusions (the guard);
+    `check` False skips the contract and Q/DQ checks (the guard's throw-away candidates)."""
     excluded = {g: sorted(set(excluded.get(g, ())) if excluded else set()) for g in GRAPHS}
     recipe = make_recipe(q, calib, excluded, fp32_paths)
     names = quantized_file_names(model_cfg)
@@ -304,6 +307,8 @@ def quantize_centerpoint(fp32_paths: dict[str, Path], out_dir: Path, model_cfg: 
                                   excluded[g], ranges_cache=cache,
                                   metadata={"quantization": "int8_qdq", "quantization_recipe_sha256":
                                             recipe_hash(recipe)})
+    if not check:
+        return QuantizedPair(paths, recipe)
     problems = check_centerpoint_contract(paths["encoder"], paths["head"], model_cfg)
     for g in q.graphs:
         problems += [f"{names[g]}: {p}" for p in check_qdq_graph(paths[g])]
