@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-SECTIONS = ("data", "voxelize", "model", "metrics", "backends")
+SECTIONS = ("data", "voxelize", "model", "metrics", "backends", "int8")
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -130,6 +130,48 @@ def bench_backends(rows: list[tuple[str, str, str]], repeats: int) -> None:
                  f"ratio ORT/PyTorch = {med['onnxruntime'] / med['pytorch']:.2f}"))
 
 
+def bench_int8(rows: list[tuple[str, str, str]], repeats: int, fp32_dir: Path | None = None,
+               calibration_frames: int = 4) -> None:
+    """ONNX Runtime CPU, INT8 Q/DQ vs fp32, per graph, alternated in one run (issue 14).
+
+    The graphs are `fp32_dir`'s (a bundle) or the shipped checkpoint exported to a temp dir; they are quantized
+    (min-max, no guard: speed only) on `calibration_frames` frames of the calibration seed and fed a real frame."""
+    from .backends.onnxruntime_backend import OrtGraphRunner
+    from .config import DataConfig, QuantizeConfig
+    from .export import quantize as qz
+    from .export.onnx_export import export_centerpoint_onnx, onnx_file_names
+
+    with tempfile.TemporaryDirectory(prefix="awml_bench_int8_") as tmp:
+        if fp32_dir is None:
+            from .deploy import resolve_checkpoint
+            from .config import DEFAULT_CHECKPOINT
+            from .models.checkpoint import load_checkpoint
+
+            model, cfg = load_checkpoint(resolve_checkpoint(DEFAULT_CHECKPOINT))
+            g = export_centerpoint_onnx(model, cfg, Path(tmp) / "fp32")
+            fp32 = {k: g[k].path for k in ("encoder", "head")}
+        else:
+            from .config import CenterPointModelConfig
+
+            cfg = CenterPointModelConfig()
+            fp32 = {k: Path(fp32_dir) / n for k, n in onnx_file_names(cfg).items()}
+        q = QuantizeConfig(enabled=True, method="minmax", calibration_frames=calibration_frames, guard_frames=0)
+        source = qz.calibration_source(DataConfig(), q)
+        frames = qz.calibration_samples(source, Path(tmp) / "data", cfg.class_names)
+        calib = qz.collect_calibration(qz._fp32_pipeline(cfg, fp32["encoder"], fp32["head"]), frames, source)
+        pair = qz.quantize_centerpoint(fp32, Path(tmp) / "int8", cfg, q, calib)
+        for graph, label in (("encoder", "voxel encoder"), ("head", "backbone/neck/head")):
+            x = {qz.GRAPH_INPUT[graph]: torch.from_numpy(calib.inputs(graph)[0][qz.GRAPH_INPUT[graph]])}
+            runners = {"fp32": OrtGraphRunner(fp32[graph], f"fp32:{graph}"),
+                       "int8": OrtGraphRunner(pair.paths[graph], f"int8:{graph}")}
+            med = interleaved_ms({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats)
+            shape = "x".join(str(d) for d in x[qz.GRAPH_INPUT[graph]].shape)
+            rows.append((f"{label} ONNX Runtime CPU fp32", f"{med['fp32']:.1f} ms",
+                         f"median, alternated with INT8 Q/DQ; input {shape}"))
+            rows.append((f"{label} ONNX Runtime CPU INT8 Q/DQ", f"{med['int8']:.1f} ms",
+                         f"speed-up fp32/INT8 = {med['fp32'] / med['int8']:.2f}x (target >= 1.5x)"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="awml-deploy bench", description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections (default: all)")
@@ -140,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[tuple[str, str, str]] = []
     funcs = {"data": bench_data, "voxelize": bench_voxelize, "model": bench_model, "metrics": bench_metrics,
-             "backends": bench_backends}
+             "backends": bench_backends, "int8": bench_int8}
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80
     if args.device == "cuda":  # the GPU section alone (bench_gpu.py)
         from .bench_gpu import bench_cuda, bench_cuda_accuracy

@@ -267,6 +267,30 @@ class TensorRTConfig(StrictModel):
         return self
 
 
+class QuantizeConfig(StrictModel):
+    """INT8 post-training quantization into explicit Q/DQ ONNX graphs (export/quantize.py). Off by default."""
+
+    enabled: bool = False
+    # Activation range calibration: minmax, entropy (KL) or percentile (of |x|, see `percentile`).
+    method: Literal["minmax", "entropy", "percentile"] = "percentile"
+    percentile: float = Field(99.999, gt=90.0, le=100.0)
+    # Which graphs get Q/DQ; the others stay fp32.
+    graphs: list[Literal["encoder", "head"]] = Field(default_factory=lambda: ["encoder", "head"], min_length=1)
+    # Calibration frames: synthetic ones come from their own seed (never the evaluation seed, never a training
+    # seed 0..9999); with data.source info, from `calibration_info_path`, else from the info file's frames after
+    # the evaluation frames. The guard scores mAP on `guard_frames` frames of the same calibration source.
+    calibration_frames: int = Field(32, ge=1)
+    calibration_seed: int = Field(20_000, ge=10_000)
+    calibration_info_path: str | None = None
+    guard_frames: int = Field(48, ge=0)
+    # Accuracy guard: mAP@2m (INT8 vs fp32 on the guard frames) may drop at most this much; the most sensitive
+    # layers fall back to float until it fits, at most `max_fallback_layers` of them (else the export fails).
+    max_metric_drop: float = Field(0.01, ge=0.0, le=1.0)
+    max_fallback_layers: int = Field(8, ge=0)
+    # Layers (ONNX node names) kept in float whatever the guard says.
+    exclude_nodes: list[str] = Field(default_factory=list)
+
+
 class ExportConfig(StrictModel):
     # onnx: write ONNX; trt: build engines from existing ONNX (export.onnx_source when set, else the bundle's
     # ONNX in work_dir); both; none: reuse the bundle (ONNX from export.onnx_source when set).
@@ -276,6 +300,7 @@ class ExportConfig(StrictModel):
     # A folder holding pts_voxel_encoder_<name>.onnx and pts_backbone_neck_head_<name>.onnx (modes trt, none).
     onnx_source: str | None = None
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
 
 
 class Tolerance(StrictModel):
