@@ -10,6 +10,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 import numpy as np
