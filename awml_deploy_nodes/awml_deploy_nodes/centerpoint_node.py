@@ -67,6 +67,7 @@ from .conversions import (
 )
 from .diagnostics import NodeHealth
 from .node_params import PARAMS, NodeParams, ParamError, declare_read_only, validate
+from .startup import init_ros, run_main
 
 NODE_NAME = "centerpoint"
 MALFORMED_WARN_PERIOD_S = 5.0
@@ -489,15 +490,14 @@ def main(args: list[str] | None = None) -> int:
     # from waiting on the other thread's time slice: measured here under CPU load, the node's own part of the
     # latency went from 2.6-6.8 ms to 1.7-4.4 ms median (3 interleaved runs each), at no cost to the pipeline.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    rclpy.init(args=args)
-    try:
-        node = CenterPointNode()
-    except AwmlDeployError as e:
-        # One line, no traceback: a start-up problem is the user's to fix (parameter, file, missing runtime).
-        print(f"centerpoint_node: error: {e}", file=sys.stderr, flush=True)
-        if rclpy.ok():
-            rclpy.shutdown()
-        return e.exit_code
+    # Every start-up failure (ROS arguments, params files, parameters, artifacts, backends) is one line on stderr
+    # and exit 2 (configuration) or 3 (artifact, backend): the problem is the user's to fix, not a crash.
+    return run_main("centerpoint_node", lambda: _run(args))
+
+
+def _run(args: list[str] | None) -> int:
+    init_ros(args)
+    node = CenterPointNode()
     try:
         from rclpy.executors import ExternalShutdownException
     except ImportError:  # very old rclpy
