@@ -2,8 +2,10 @@
 
 ROS glue only. The detections come from :class:`awml_deploy_core.pipelines.centerpoint.CenterPointPipeline`, the
 very object evaluation and verification run; the node converts the message to the (N, 5) array
-(``conversions.pointcloud2_to_xyzit``), calls the pipeline, and converts its ``Boxes3D`` back
-(``conversions.boxes_to_detected_objects``). Nothing of pre- or post-processing lives here.
+(``conversions.validate_pointcloud2`` + ``pipeline_points``: zero-copy for the usual float32 layouts), calls the
+pipeline, and serializes its ``Boxes3D`` straight into the DetectedObjects bytes it publishes
+(``detections_cdr``; the same message ``conversions.boxes_to_detected_objects`` builds). Nothing of pre- or
+post-processing lives here.
 
 Start it (parameters: node_params.PARAMS, or ``config/centerpoint_node.param.yaml``)::
 
@@ -22,7 +24,8 @@ Topics (relative to the node, ``centerpoint`` by default):
 - ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every diagnostics_period_s; see diagnostics.py).
 
 Threading and dropped clouds. A single-threaded executor runs the subscription callback and the diagnostics
-timer; one worker thread runs the pipeline. The callback only puts the cloud into a one-slot mailbox and
+timer; one worker thread runs the pipeline. The callback checks the cloud's layout (O(fields): a malformed
+cloud is counted there and never takes a waiting good cloud's place), puts it into a one-slot mailbox and
 returns: a cloud still waiting there when a newer one arrives is replaced and counted as dropped
 (``dropped_inputs``), so the worker always takes the newest cloud and latency stays bounded by about two
 frame times when the input is faster than the node. Clouds the middleware discards never reach the callback
@@ -61,10 +64,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from .conversions import (
     MALFORMED_KINDS,
     MalformedCloudError,
-    boxes_to_detected_objects,
-    pointcloud2_to_xyzit,
+    ValidCloud,
+    pipeline_points,
     to_autoware_detected_objects,
+    validate_pointcloud2,
 )
+from .detections_cdr import boxes_to_detected_objects_cdr
 from .diagnostics import NodeHealth
 from .node_params import PARAMS, NodeParams, ParamError, declare_read_only, validate
 from .startup import init_ros, run_main
@@ -396,7 +401,20 @@ class CenterPointNode(Node):
 
     # ------------------------------------------------------------------ executor thread
     def _on_cloud(self, msg: PointCloud2) -> None:
-        self.health.on_received(self._mailbox.put(msg))
+        # The layout is checked here (O(fields), tens of microseconds) so that a malformed cloud arriving right
+        # after a good one never takes the good one's place in the mailbox; it is counted and dropped.
+        try:
+            valid = validate_pointcloud2(msg, self.params.max_points)
+        except MalformedCloudError as e:
+            self.health.on_received(False)
+            self._on_malformed(e)
+            return
+        self.health.on_received(self._mailbox.put((msg, valid)))
+
+    def _on_malformed(self, e: MalformedCloudError) -> None:
+        total = self.health.on_malformed(e.kind)
+        self.get_logger().warning(f"dropped a {e} [{total} malformed clouds so far; counts per kind on /diagnostics]",
+                                  throttle_duration_sec=MALFORMED_WARN_PERIOD_S)
 
     def _on_cloud_with_info(self, msg: PointCloud2, info: Any) -> None:
         """Iron and newer: the writer's sequence number shows clouds the middleware dropped before the callback."""
@@ -420,11 +438,12 @@ class CenterPointNode(Node):
     # ------------------------------------------------------------------ worker thread
     def _work(self) -> None:
         while True:
-            msg = self._mailbox.take()
-            if msg is None:
+            item = self._mailbox.take()
+            if item is None:
                 return
+            msg, valid = item if isinstance(item, tuple) else (item, None)
             try:
-                self._process(msg)
+                self._process(msg, valid)
             except Exception:  # noqa: BLE001
                 # The one broad catch: whatever fails inside one frame (a backend error, a bug hit by an odd
                 # cloud) must not stop a perception node on a vehicle. Counted as internal_error, reported with
@@ -435,19 +454,24 @@ class CenterPointNode(Node):
                 self.get_logger().error(f"frame failed (counted as internal_error, node continues):\n"
                                         f"{traceback.format_exc()}", throttle_duration_sec=ERROR_LOG_PERIOD_S)
 
-    def _process(self, msg: PointCloud2) -> None:
+    def _process(self, msg: PointCloud2, valid: ValidCloud | None = None) -> None:
         t0 = time.perf_counter()
-        try:
-            points, info = pointcloud2_to_xyzit(msg, self.params.max_points)
-        except MalformedCloudError as e:
-            total = self.health.on_malformed(e.kind)
-            self.get_logger().warning(f"dropped a {e} [{total} malformed clouds so far; counts per kind on /diagnostics]",
-                                   throttle_duration_sec=MALFORMED_WARN_PERIOD_S)
-            return
-        self.health.on_accepted(info.byte_swapped, info.organized, info.empty, info.non_finite)
+        if valid is None:  # a cloud put into the mailbox directly (tests): validated here
+            try:
+                valid = validate_pointcloud2(msg, self.params.max_points)
+            except MalformedCloudError as e:
+                self._on_malformed(e)
+                return
+        # Zero-copy for the usual float32 layouts; the pipeline drops (and counts) non-finite x, y, z itself.
+        points, info = pipeline_points(valid)
         out = self.pipeline(points)
+        nan_dropped = int(getattr(out.stats, "nan_dropped", 0))
+        self.health.on_accepted(info.byte_swapped, info.organized, info.num_points - nan_dropped <= 0,
+                                info.non_finite + nan_dropped)
         header = Header(stamp=msg.header.stamp, frame_id=self.params.frame_id or msg.header.frame_id)
-        objects = boxes_to_detected_objects(out.detections, self.params.class_names, header, self.model.with_velocity)
+        # Serialized in one numpy pass and published as bytes (no per-object message objects).
+        objects = boxes_to_detected_objects_cdr(out.detections, self.params.class_names, header,
+                                                self.model.with_velocity)
         autoware = None
         if self._autoware_pub is not None:
             autoware = to_autoware_detected_objects(out.detections, self.params.class_names, header,
@@ -471,7 +495,7 @@ class CenterPointNode(Node):
         stats.total_ms = float(total_ms)
         stats.pipeline_latency_ms = float(latency_ms)
         stats.input_size = int(info.num_points_in)
-        stats.output_count = len(objects.objects)
+        stats.output_count = len(out.detections)
         self._stats_pub.publish(stats)
         self.health.on_processed(total_ms, latency_ms, out.stats)
 
