@@ -365,13 +365,15 @@ def xyzit_from_valid(cloud: ValidCloud) -> tuple[np.ndarray, CloudInfo]:
     h, w = view.shape
     out = np.empty((h * w, 5), dtype=np.float32)
     grid = out.reshape(h, w, 5)  # a view of out: writes land in place, padded rows included
-    for col, name in enumerate(_XYZ):
-        grid[:, :, col] = view[name]
-    if INTENSITY_FIELD in view.dtype.names:
-        grid[:, :, 3] = view[INTENSITY_FIELD]
-        info.intensity_dtype = view.dtype[INTENSITY_FIELD].name
-    else:
-        out[:, 3] = 0.0
+    # float64 values beyond float32's range become +-inf here and are dropped below as non-finite.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for col, name in enumerate(_XYZ):
+            grid[:, :, col] = view[name]
+        if INTENSITY_FIELD in view.dtype.names:
+            grid[:, :, 3] = view[INTENSITY_FIELD]
+            info.intensity_dtype = view.dtype[INTENSITY_FIELD].name
+        else:
+            out[:, 3] = 0.0
     out[:, 4] = 0.0
     out, info.non_finite = _finite_rows(out)
     info.num_points = len(out)
