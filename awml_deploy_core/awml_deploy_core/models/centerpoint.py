@@ -71,9 +71,25 @@ class PFNLayer(nn.Module):
         self.linear = nn.Linear(in_channels, units, bias=False)
         self.norm = nn.BatchNorm1d(units, **_BN1D)
 
+    # Eval (and export): BatchNorm folded into the linear layer. BatchNorm1d wants channels in dim 1, so the
+    # unfolded path permutes (V, P, C) twice and makes it contiguous: most of the encoder's CPU time (measured
+    # 288 ms for 20k pillars). Training keeps the real BatchNorm (batch statistics, running-stat updates);
+    # parameters and state_dict keys are those of Linear + BatchNorm1d, so checkpoints load unchanged.
+    fold_bn: bool = True
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """(weight, bias) of linear followed by the eval-mode BatchNorm: one affine map."""
+        n = self.norm
+        scale = n.weight / torch.sqrt(n.running_var + n.eps)
+        return self.linear.weight * scale[:, None], n.bias - n.running_mean * scale
+
     def forward(self, inputs: Tensor) -> Tensor:  # (V, P, C_in)
-        x = self.linear(inputs)
-        x = self.norm(x.permute(0, 2, 1).contiguous()).permute(0, 2, 1).contiguous()
+        if self.fold_bn and not self.training and self.norm.track_running_stats:
+            weight, bias = self.folded()
+            x = nn.functional.linear(inputs, weight, bias)
+        else:
+            x = self.linear(inputs)
+            x = self.norm(x.permute(0, 2, 1).contiguous()).permute(0, 2, 1).contiguous()
         x = torch.relu(x)
         x_max = torch.max(x, dim=1, keepdim=True)[0]
         if self.last_vfe:
