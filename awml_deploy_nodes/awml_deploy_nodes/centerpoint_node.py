@@ -416,6 +416,14 @@ class CenterPointNode(Node):
             self.health.on_received(False)
             self._on_malformed(e)
             return
+        except Exception:  # noqa: BLE001
+            # Same policy as the worker: an exception escaping a callback would stop the executor, and with it
+            # the node. Counted as internal_error and logged with its traceback (throttled).
+            self.health.on_received(False)
+            self.health.on_internal_error()
+            self.get_logger().error(f"checking a cloud failed (counted as internal_error, node continues):\n"
+                                    f"{traceback.format_exc()}", throttle_duration_sec=ERROR_LOG_PERIOD_S)
+            return
         self.health.on_received(self._mailbox.put((msg, valid)))
 
     def _on_malformed(self, e: MalformedCloudError) -> None:

@@ -25,6 +25,9 @@ time_lag):
 - ``time_lag`` is 0 for every point: the input is a single sweep. Autoware's CenterPoint fills that column
   from multi-sweep densification (age of the past sweep), not from the per-point time stamp within a
   sweep, so a ``time``/``t``/``time_stamp`` field is deliberately not used for it.
+- The node splits the conversion in two: :func:`validate_pointcloud2` (every structural check, O(fields), in
+  the subscription callback) and :func:`pipeline_points` (in the worker: a zero-copy (N, 4) float32 view for
+  the usual native float32 x, y, z, intensity layouts, else :func:`xyzit_from_valid`'s single copy).
 - Intensity is read from any numeric datatype (Autoware's PointXYZIRC uses uint8, most drivers float32)
   and converted to float32 without scaling; an absent intensity field gives 0.
 
