@@ -25,6 +25,9 @@ time_lag):
 - ``time_lag`` is 0 for every point: the input is a single sweep. Autoware's CenterPoint fills that column
   from multi-sweep densification (age of the past sweep), not from the per-point time stamp within a
   sweep, so a ``time``/``t``/``time_stamp`` field is deliberately not used for it.
+- The node splits the conversion in two: :func:`validate_pointcloud2` (every structural check, O(fields), in
+  the subscription callback) and :func:`pipeline_points` (in the worker: a zero-copy (N, 4) float32 view for
+  the usual native float32 x, y, z, intensity layouts, else :func:`xyzit_from_valid`'s single copy).
 - Intensity is read from any numeric datatype (Autoware's PointXYZIRC uses uint8, most drivers float32)
   and converted to float32 without scaling; an absent intensity field gives 0.
 
@@ -62,6 +65,7 @@ __all__ = [
     "INTENSITY_FIELD",
     "MALFORMED_KINDS",
     "MalformedCloudError",
+    "ValidCloud",
     "PI_FLOAT32",
     "TIME_FIELD_NAMES",
     "array_to_pointcloud2",
@@ -73,6 +77,9 @@ __all__ = [
     "pointcloud2_dtype",
     "pointcloud2_to_array",
     "pointcloud2_to_xyzit",
+    "pipeline_points",
+    "validate_pointcloud2",
+    "xyzit_from_valid",
     "to_autoware_detected_objects",
     "wrap_angle",
     "yaw_from_quaternion",
@@ -331,6 +338,91 @@ def _finite_rows(out: np.ndarray) -> tuple[np.ndarray, int]:
     return rows.view(np.float32).reshape(-1, out.shape[1]), int(bad.size)
 
 
+@dataclass
+class ValidCloud:
+    """A cloud that passed :func:`validate_pointcloud2`: its zero-copy (height, width) view and what was seen.
+
+    ``view`` is None for a cloud of zero points. Holding it keeps the message's buffer alive.
+    """
+
+    view: np.ndarray | None
+    info: CloudInfo
+    data: Any = None  # the message's buffer (msg.data)
+
+
+def validate_pointcloud2(msg: PointCloud2, max_points: int = DEFAULT_MAX_POINTS) -> ValidCloud:
+    """Every structural check of :func:`pointcloud2_to_xyzit`, without reading a point: O(number of fields).
+
+    Cheap enough for a subscription callback (tens of microseconds), so that only an acceptable cloud is queued.
+    Raises :class:`MalformedCloudError`.
+    """
+    view, info = _validated_view(msg, _XYZ, (INTENSITY_FIELD,), max_points)
+    return ValidCloud(view, info, _buffer(msg.data))
+
+
+def xyzit_from_valid(cloud: ValidCloud) -> tuple[np.ndarray, CloudInfo]:
+    """float32 (N, 5) [x, y, z, intensity, time_lag] of a validated cloud: one copy, non-finite rows dropped."""
+    view, info = cloud.view, cloud.info
+    if view is None:
+        return np.zeros((0, 5), np.float32), info
+    h, w = view.shape
+    out = np.empty((h * w, 5), dtype=np.float32)
+    grid = out.reshape(h, w, 5)  # a view of out: writes land in place, padded rows included
+    # float64 values beyond float32's range become +-inf here and are dropped below as non-finite.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for col, name in enumerate(_XYZ):
+            grid[:, :, col] = view[name]
+        if INTENSITY_FIELD in view.dtype.names:
+            grid[:, :, 3] = view[INTENSITY_FIELD]
+            info.intensity_dtype = view.dtype[INTENSITY_FIELD].name
+        else:
+            out[:, 3] = 0.0
+    out[:, 4] = 0.0
+    out, info.non_finite = _finite_rows(out)
+    info.num_points = len(out)
+    return out, info
+
+
+def _float32_xyzi_view(view: np.ndarray, data: Any) -> np.ndarray | None:
+    """(N, 4) float32 x, y, z, intensity as a zero-copy view of the message, when the layout allows it."""
+    names = view.dtype.names
+    if INTENSITY_FIELD not in names or view.shape[0] != 1 and view.strides[0] != view.shape[1] * view.strides[1]:
+        return None  # no intensity, or padded rows
+    native = np.dtype(np.float32)
+    fields = [view.dtype.fields[n] for n in (*_XYZ, INTENSITY_FIELD)]
+    start = fields[0][1]
+    step = view.strides[1]
+    if start % 4 or step % 4 or any(f[0] != native or f[1] != start + 4 * i for i, f in enumerate(fields)):
+        return None
+    # On the message's own buffer (writable for rclpy's array.array): torch takes it without a warning.
+    return np.ndarray((view.size, 4), np.float32, data, start, (step, 4))
+
+
+def pipeline_points(cloud: ValidCloud) -> tuple[np.ndarray, CloudInfo]:
+    """The cheapest array the CenterPoint pipeline accepts for a validated cloud, and its CloudInfo.
+
+    Common layouts (native float32 x, y, z, intensity one after the other, rows not padded: the usual
+    PointXYZI and Autoware's PointXYZIRCAEDT-like float layouts) give a zero-copy (N, 4) float32 view of the
+    message (the pipeline adds time_lag 0 in the single copy it makes anyway). Points with non-finite x, y or z
+    stay in it: the pipeline drops them itself and counts them (``VoxelStats.nan_dropped``); a non-finite
+    intensity is the one thing checked here (O(N) read of one column), and sends the cloud to the copying path.
+    Everything else goes through :func:`xyzit_from_valid` (one copy, (N, 5), non-finite rows dropped).
+    The detections are the same either way.
+    """
+    view, info = cloud.view, cloud.info
+    if view is None:
+        return np.zeros((0, 5), np.float32), info
+    fast = _float32_xyzi_view(view, cloud.data)
+    if fast is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            intensity_ok = np.isfinite(np.add.reduce(fast[:, 3]))
+        if intensity_ok or np.isfinite(fast[:, 3]).all():  # a finite overflow of the sum is not a non-finite value
+            info.intensity_dtype = "float32"
+            info.num_points = len(fast)
+            return fast, info
+    return xyzit_from_valid(cloud)
+
+
 def pointcloud2_to_xyzit(
     msg: PointCloud2, max_points: int = DEFAULT_MAX_POINTS
 ) -> tuple[np.ndarray, CloudInfo]:
@@ -341,23 +433,7 @@ def pointcloud2_to_xyzit(
     are some). intensity is 0 when the cloud has no ``intensity`` field; time_lag is always 0 (single
     sweep, see the module docstring).
     """
-    view, info = _validated_view(msg, _XYZ, (INTENSITY_FIELD,), max_points)
-    if view is None:
-        return np.zeros((0, 5), np.float32), info
-    h, w = view.shape
-    out = np.empty((h * w, 5), dtype=np.float32)
-    grid = out.reshape(h, w, 5)  # a view of out: writes land in place, padded rows included
-    for col, name in enumerate(_XYZ):
-        grid[:, :, col] = view[name]
-    if INTENSITY_FIELD in view.dtype.names:
-        grid[:, :, 3] = view[INTENSITY_FIELD]
-        info.intensity_dtype = view.dtype[INTENSITY_FIELD].name
-    else:
-        out[:, 3] = 0.0
-    out[:, 4] = 0.0
-    out, info.non_finite = _finite_rows(out)
-    info.num_points = len(out)
-    return out, info
+    return xyzit_from_valid(validate_pointcloud2(msg, max_points))
 
 
 _NUMPY_TO_DATATYPE = {np.dtype(v).str[1:]: k for k, v in _DATATYPES.items()}
