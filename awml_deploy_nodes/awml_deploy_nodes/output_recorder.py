@@ -189,8 +189,6 @@ def read_params(node: Any) -> dict[str, Any]:
 
 
 def main(args: list[str] | None = None) -> int:
-    import rclpy
-
     from .startup import init_ros, run_main
 
     stop = threading.Event()
