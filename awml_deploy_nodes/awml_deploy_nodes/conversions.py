@@ -41,9 +41,7 @@ yaw formula and the label table are the core's (``awml_deploy_core.data.detected
 from __future__ import annotations
 
 import array
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
@@ -568,21 +566,14 @@ def to_autoware_detected_objects(
 # --------------------------------------------------------------------------------------------------
 
 
-def _median_ms(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed: int = 0) -> dict[str, float]:
     """Median milliseconds of the conversions on synthetic clouds; keys like ``to_xyzit_xyzirc_200000``.
 
     Layouts: ``xyzi`` (4 x float32, 16 B) and ``xyzirc`` (Autoware PointXYZIRC: float32 x, y, z, uint8
     intensity, uint8 return_type, uint16 channel, 16 B). Also ``boxes_to_msg_100`` / ``msg_to_boxes_100``.
     """
+    from awml_deploy_core.bench import median_ms  # the one timing helper (imports torch: only here)
+
     rng = np.random.default_rng(seed)
     result: dict[str, float] = {}
     xyzirc = np.dtype(
@@ -599,11 +590,11 @@ def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed
         for i, name in enumerate(_XYZ):
             structured[name] = xyzi[:, i]
         structured["intensity"] = rng.integers(0, 256, n)
-        result[f"from_array_xyzi_{n}"] = _median_ms(lambda: array_to_pointcloud2(xyzi, "lidar"), repeats)
+        result[f"from_array_xyzi_{n}"] = median_ms(lambda: array_to_pointcloud2(xyzi, "lidar"), repeats)
         clouds = {"xyzi": array_to_pointcloud2(xyzi, "lidar"), "xyzirc": array_to_pointcloud2(structured, "lidar")}
         for layout, msg in clouds.items():
-            result[f"to_array_{layout}_{n}"] = _median_ms(lambda: pointcloud2_to_array(msg), repeats)
-            result[f"to_xyzit_{layout}_{n}"] = _median_ms(lambda: pointcloud2_to_xyzit(msg), repeats)
+            result[f"to_array_{layout}_{n}"] = median_ms(lambda: pointcloud2_to_array(msg), repeats)
+            result[f"to_xyzit_{layout}_{n}"] = median_ms(lambda: pointcloud2_to_xyzit(msg), repeats)
     m = 100
     boxes = Boxes3D(
         boxes=rng.uniform(-3, 3, size=(m, 7)),
@@ -614,8 +605,8 @@ def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed
     names = ["car", "truck", "bus", "bicycle", "pedestrian"]
     header = Header(frame_id="lidar")
     det = boxes_to_detected_objects(boxes, names, header, True)
-    result[f"boxes_to_msg_{m}"] = _median_ms(lambda: boxes_to_detected_objects(boxes, names, header, True), repeats)
-    result[f"msg_to_boxes_{m}"] = _median_ms(lambda: detected_objects_to_boxes(det, names), repeats)
+    result[f"boxes_to_msg_{m}"] = median_ms(lambda: boxes_to_detected_objects(boxes, names, header, True), repeats)
+    result[f"msg_to_boxes_{m}"] = median_ms(lambda: detected_objects_to_boxes(det, names), repeats)
     return result
 
 
