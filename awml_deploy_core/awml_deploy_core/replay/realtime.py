@@ -173,10 +173,10 @@ def offline_agreement(frames: Sequence[dict[str, Any]], offline_dir: Path) -> di
     compared, mismatched, dropped = 0, [], []
     for f in frames:
         o = off.get(f["stamp_ns"])
-        if f["status"] == "dropped":
+        if f["status"] == DROPPED:
             dropped.append(f["stamp_ns"])
             continue
-        if o is None or o["status"] != "scored" or f["status"] != "scored":
+        if o is None or o["status"] != SCORED or f["status"] != SCORED:
             continue
         compared += 1
         keys = ("tp", "fp", "fn", "num_detections", "num_gt")
