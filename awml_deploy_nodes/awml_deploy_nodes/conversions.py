@@ -36,16 +36,15 @@ numpy array is element-wise (~0.2 s per 200k points); assigning ``bytes`` is jus
 generated setter checks every byte in Python unless the value already is an ``array.array``.
 
 Detections: :class:`awml_deploy_core.structures.Boxes3D` <-> ``awml_deploy_msgs/DetectedObjects`` and,
-when Autoware's messages are importable, ``autoware_perception_msgs/DetectedObjects``.
+when Autoware's messages are importable, ``autoware_perception_msgs/DetectedObjects``. The field values, the
+yaw formula and the label table are the core's (``awml_deploy_core.data.detected_objects``,
+``awml_deploy_core.labels``), shared with the bag code; they are re-exported here.
 """
 
 from __future__ import annotations
 
 import array
-import math
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
@@ -55,6 +54,15 @@ from geometry_msgs.msg import Quaternion
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
+from awml_deploy_core.data.detected_objects import (
+    PI_FLOAT32,
+    detected_objects_to_boxes,
+    object_fields,
+    wrap_angle,
+    yaw_from_quaternion,
+    yaw_to_quaternion,
+)
+from awml_deploy_core.labels import CLASS_TO_AUTOWARE_LABEL, autoware_label, autoware_labels, labels_to_autoware
 from awml_deploy_core.structures import Boxes3D
 from awml_deploy_msgs.msg import DetectedObject, DetectedObjects
 
@@ -530,57 +538,7 @@ def array_to_pointcloud2(
 # Detections
 # --------------------------------------------------------------------------------------------------
 
-# AWML/T4 class name (lower case) -> Autoware ObjectClassification label; other names -> UNKNOWN (0).
-CLASS_TO_AUTOWARE_LABEL = {
-    "car": 1,
-    "truck": 2,
-    "bus": 3,
-    "trailer": 4,
-    "motorcycle": 5,
-    "bicycle": 6,
-    "pedestrian": 7,
-}
-# Other spellings in use: Autoware's lidar_centerpoint maps "MOTORBIKE" to MOTORCYCLE.
-_CLASS_ALIASES = {"motorbike": "motorcycle"}
 _CAR_LIKE = (1, 2, 3, 4)  # CAR, TRUCK, BUS, TRAILER: Autoware sets orientation SIGN_UNKNOWN for these
-
-
-def autoware_label(class_name: str) -> int:
-    """Autoware label of a class name, case-insensitive ("CAR", "car" -> 1); unknown names -> 0."""
-    key = class_name.strip().lower()
-    return CLASS_TO_AUTOWARE_LABEL.get(_CLASS_ALIASES.get(key, key), DetectedObject.UNKNOWN)
-
-
-def autoware_labels(class_names: Sequence[str]) -> np.ndarray:
-    """uint8 lookup table: class index -> Autoware label."""
-    return np.array([autoware_label(n) for n in class_names], dtype=np.uint8)
-
-
-def _labels_to_autoware(labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-    lut = autoware_labels(class_names)
-    out = np.zeros(len(labels), dtype=np.uint8)  # out-of-range indices -> UNKNOWN, as Autoware does
-    ok = (labels >= 0) & (labels < len(lut))
-    out[ok] = lut[labels[ok]]
-    return out
-
-
-# float32(pi) is 1.7e-7 above pi. Wrapping to (upper - 2 pi, upper] with this upper bound makes the float32
-# range (-float32(pi), float32(pi)]: every float32 yaw of that range survives a round trip exactly.
-PI_FLOAT32 = float(np.float32(np.pi))
-
-
-def wrap_angle(a: Any, upper: float = math.pi) -> np.ndarray:
-    """Wrap radians (float64) to (upper - 2 pi, upper]; the default is (-pi, pi]."""
-    a = np.asarray(a, dtype=np.float64)
-    lower = upper - 2.0 * np.pi
-    wrapped = upper - np.mod(upper - a, 2.0 * np.pi)
-    wrapped = np.where(wrapped <= lower, wrapped + 2.0 * np.pi, wrapped)  # mod may round up to 2 pi
-    return np.where((a > upper) | (a <= lower), wrapped, a)  # values in range stay bit-exact
-
-
-def yaw_from_quaternion(z: Any, w: Any, upper: float = math.pi) -> np.ndarray:
-    """Yaw of pure z-rotations: 2 * atan2(z, w), wrapped to (upper - 2 pi, upper]. Roll and pitch are ignored."""
-    return wrap_angle(2.0 * np.arctan2(np.asarray(z, np.float64), np.asarray(w, np.float64)), upper)
 
 
 def boxes_to_detected_objects(
@@ -588,24 +546,13 @@ def boxes_to_detected_objects(
 ) -> DetectedObjects:
     """Boxes3D -> awml_deploy_msgs/DetectedObjects (same order; labels outside class_names -> UNKNOWN).
 
-    Orientation is the quaternion of yaw about +z (x = y = 0, z = sin(yaw/2), w = cos(yaw/2));
-    dimensions x, y, z = length, width, height; velocity x, y (z = 0) with has_velocity = with_velocity
-    (velocity stays 0 when False).
+    The field values (yaw quaternion, labels, velocity) come from the core's :func:`object_fields`, the one
+    conversion the bag code uses too; :func:`detected_objects_to_boxes` is its inverse. Velocity stays 0 and
+    has_velocity false when ``with_velocity`` is false.
     """
-    n = len(boxes)
-    b = boxes.boxes.astype(np.float64)
-    half = 0.5 * b[:, 6]
-    cols = np.empty((n, 10), dtype=np.float64)
-    cols[:, :6] = b[:, :6]
-    cols[:, 6] = np.sin(half)
-    cols[:, 7] = np.cos(half)
-    cols[:, 8:] = boxes.velocities if with_velocity else 0.0
-    rows = cols.tolist()  # Python floats: the message setters take them without conversion
-    labels = _labels_to_autoware(boxes.labels, class_names).tolist()
-    scores = boxes.scores.astype(np.float64).tolist()
     has_vel = bool(with_velocity)
     objects = []
-    for (x, y, z, length, width, height, qz, qw, vx, vy), label, score in zip(rows, labels, scores):
+    for label, score, x, y, z, length, width, height, qz, qw, vx, vy in object_fields(boxes, class_names, has_vel):
         o = DetectedObject()
         o.label = label
         o.score = score
@@ -624,41 +571,6 @@ def boxes_to_detected_objects(
     msg.header = header
     msg.objects = objects
     return msg
-
-
-def detected_objects_to_boxes(
-    msg: DetectedObjects, class_names: Sequence[str], unmapped_label: int | None = None
-) -> Boxes3D:
-    """awml_deploy_msgs/DetectedObjects -> Boxes3D, the inverse of :func:`boxes_to_detected_objects`.
-
-    Labels go back by name: an Autoware label becomes the first index of ``class_names`` with that label.
-    Objects whose label no class maps to (e.g. UNKNOWN when no class is unknown to Autoware) are dropped,
-    or kept with ``unmapped_label`` (e.g. -1) when it is given. Dropping is the default because a -1 used
-    as a Python index silently picks the last class. Yaw = 2 * atan2(q.z, q.w) wrapped to (-pi, pi]
-    (in float32: (-float32(pi), float32(pi)], see PI_FLOAT32);
-    velocity is (0, 0) where has_velocity is false. Exact for float32 values (score included) when no two
-    class names share an Autoware label.
-    """
-    reverse: dict[int, int] = {}
-    for i, lab in enumerate(autoware_labels(class_names).tolist()):
-        reverse.setdefault(lab, i)
-    rows, labels, scores = [], [], []
-    for o in msg.objects:
-        idx = reverse.get(int(o.label), unmapped_label)
-        if idx is None:
-            continue
-        p, q, d, v = o.pose.position, o.pose.orientation, o.dimensions, o.velocity
-        hv = bool(o.has_velocity)
-        rows.append((p.x, p.y, p.z, d.x, d.y, d.z, q.z, q.w, v.x if hv else 0.0, v.y if hv else 0.0))
-        labels.append(idx)
-        scores.append(o.score)
-    if not rows:
-        return Boxes3D()
-    a = np.array(rows, dtype=np.float64)
-    boxes = np.empty((len(a), 7), dtype=np.float64)
-    boxes[:, :6] = a[:, :6]
-    boxes[:, 6] = yaw_from_quaternion(a[:, 6], a[:, 7], upper=PI_FLOAT32)
-    return Boxes3D(boxes=boxes, scores=np.array(scores, np.float32), labels=np.array(labels), velocities=a[:, 8:])
 
 
 def to_autoware_detected_objects(
@@ -696,11 +608,10 @@ def to_autoware_detected_objects(
     vel = boxes.velocities.astype(np.float64)
     cols = np.empty((n, 12), dtype=np.float64)
     cols[:, :6] = b[:, :6]
-    cols[:, 6] = np.sin(0.5 * yaw)
-    cols[:, 7] = np.cos(0.5 * yaw)
+    cols[:, 6], cols[:, 7] = yaw_to_quaternion(yaw)
     cols[:, 8] = c * vel[:, 0] + s * vel[:, 1]
     cols[:, 9] = -s * vel[:, 0] + c * vel[:, 1]
-    labels = _labels_to_autoware(boxes.labels, class_names).tolist()
+    labels = labels_to_autoware(boxes.labels, class_names).tolist()
     scores = boxes.scores.astype(np.float64).tolist()
     objects = []
     for (x, y, z, length, width, height, qz, qw, tx, ty, _, _), label, score in zip(cols.tolist(), labels, scores):
@@ -731,21 +642,14 @@ def to_autoware_detected_objects(
 # --------------------------------------------------------------------------------------------------
 
 
-def _median_ms(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed: int = 0) -> dict[str, float]:
     """Median milliseconds of the conversions on synthetic clouds; keys like ``to_xyzit_xyzirc_200000``.
 
     Layouts: ``xyzi`` (4 x float32, 16 B) and ``xyzirc`` (Autoware PointXYZIRC: float32 x, y, z, uint8
     intensity, uint8 return_type, uint16 channel, 16 B). Also ``boxes_to_msg_100`` / ``msg_to_boxes_100``.
     """
+    from awml_deploy_core.bench import median_ms  # the one timing helper (imports torch: only here)
+
     rng = np.random.default_rng(seed)
     result: dict[str, float] = {}
     xyzirc = np.dtype(
@@ -762,11 +666,11 @@ def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed
         for i, name in enumerate(_XYZ):
             structured[name] = xyzi[:, i]
         structured["intensity"] = rng.integers(0, 256, n)
-        result[f"from_array_xyzi_{n}"] = _median_ms(lambda: array_to_pointcloud2(xyzi, "lidar"), repeats)
+        result[f"from_array_xyzi_{n}"] = median_ms(lambda: array_to_pointcloud2(xyzi, "lidar"), repeats)
         clouds = {"xyzi": array_to_pointcloud2(xyzi, "lidar"), "xyzirc": array_to_pointcloud2(structured, "lidar")}
         for layout, msg in clouds.items():
-            result[f"to_array_{layout}_{n}"] = _median_ms(lambda: pointcloud2_to_array(msg), repeats)
-            result[f"to_xyzit_{layout}_{n}"] = _median_ms(lambda: pointcloud2_to_xyzit(msg), repeats)
+            result[f"to_array_{layout}_{n}"] = median_ms(lambda: pointcloud2_to_array(msg), repeats)
+            result[f"to_xyzit_{layout}_{n}"] = median_ms(lambda: pointcloud2_to_xyzit(msg), repeats)
     m = 100
     boxes = Boxes3D(
         boxes=rng.uniform(-3, 3, size=(m, 7)),
@@ -777,8 +681,8 @@ def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed
     names = ["car", "truck", "bus", "bicycle", "pedestrian"]
     header = Header(frame_id="lidar")
     det = boxes_to_detected_objects(boxes, names, header, True)
-    result[f"boxes_to_msg_{m}"] = _median_ms(lambda: boxes_to_detected_objects(boxes, names, header, True), repeats)
-    result[f"msg_to_boxes_{m}"] = _median_ms(lambda: detected_objects_to_boxes(det, names), repeats)
+    result[f"boxes_to_msg_{m}"] = median_ms(lambda: boxes_to_detected_objects(boxes, names, header, True), repeats)
+    result[f"msg_to_boxes_{m}"] = median_ms(lambda: detected_objects_to_boxes(det, names), repeats)
     return result
 
 
