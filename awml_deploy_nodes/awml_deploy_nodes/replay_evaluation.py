@@ -39,7 +39,6 @@ error (e.g. the node did not start: the last lines of its log are shown), 130 in
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -187,9 +186,9 @@ def _base_node_params() -> dict[str, Any]:
 def node_parameters(cfg: Any, backend: str, out: Path) -> tuple[dict[str, Any], str]:
     """centerpoint_node parameters that run the very model ``replay-eval`` runs for ``backend``: (params, source).
 
-    onnxruntime/tensorrt: the bundle in ``cfg.work_dir`` when its manifest holds this config's model, ONNX Runtime
-    settings and device (same graphs, same post-processing); otherwise (and for pytorch) the effective config,
-    written to ``<out>/deploy_config.yaml`` (onnxruntime then exports the checkpoint's graphs on the fly).
+    tensorrt: the bundle in ``cfg.work_dir``. Otherwise the effective config, written to
+    ``<out>/deploy_config.yaml``: the node's loader then finds what ``replay-eval`` finds (the ``work_dir`` bundle's
+    ONNX when exported from the same inputs, else graphs exported into ``<out>/onnx_cache``).
     """
     import yaml
 
@@ -199,25 +198,15 @@ def node_parameters(cfg: Any, backend: str, out: Path) -> tuple[dict[str, Any], 
     params.update(backend=backend, class_names=list(cfg.model.class_names), device=device, score_threshold=-1.0,
                   bundle_dir="", config="", checkpoint="")
     work = Path(cfg.work_dir).expanduser().resolve()
-    manifest = work / "manifest.json"
-    same = False
-    if backend != "pytorch" and manifest.is_file() and not cfg.export.onnx_source:
-        stored = (json.loads(manifest.read_text()).get("config")) or {}
-        now = cfg.model_dump(mode="json")
-        same = all(stored.get(k) == now.get(k) for k in ("model", "onnxruntime", "device"))
     if backend == "tensorrt":
         params.update(bundle_dir=str(work), precision=cfg.export.tensorrt.precision)
         return params, f"bundle {work}"
-    if same:
-        params["bundle_dir"] = str(work)
-        return params, f"bundle {work}"
     path = out / "deploy_config.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    data = cfg.model_dump(mode="json")
+    data["work_dir"] = str(work)  # the node runs from another folder
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     params["config"] = str(path)
-    if backend == "onnxruntime":
-        params["onnx_cache_dir"] = str(out / "onnx_cache")
-        log.warning("the bundle in %s does not hold this config's model/onnxruntime settings (or there is none): "
-                    "the node exports the checkpoint's ONNX graphs itself", work)
+    params["onnx_cache_dir"] = str(out / "onnx_cache")
     return params, f"config {path}"
 
 
@@ -374,6 +363,9 @@ def run(args: argparse.Namespace) -> int:
     if args.criteria:
         criteria = load_criteria(args.criteria)
         check_criteria(criteria, cfg.model.class_names, cfg.evaluate.distance_thresholds, args.criteria)
+    from awml_deploy_core.loader import check_backend
+
+    check_backend(args.backend)  # the same one line as every entry point when the backend's runtime is missing
     bag = Path(args.bag).expanduser().resolve()
     with BagReader(bag) as reader:  # fail before starting anything: lidar topic and ground truth must be there
         reader.require(args.lidar_topic, (POINTCLOUD2,), "lidar")

@@ -162,6 +162,9 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
                     out_dir: str | Path | None = None, progress: bool = True, strict_order: bool = False,
                     max_frames: int | None = None) -> ReplayOutcome:
     """Replay ``bag`` through the ``backend`` pipeline and score it; see the module doc for outputs and exit codes."""
+    from ..loader import check_backend
+
+    check_backend(backend)  # one line when the backend's runtime is missing, before the bag is read
     from ..evaluate import metric_config
 
     bag = Path(bag)
