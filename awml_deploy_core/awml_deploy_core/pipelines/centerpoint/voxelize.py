@@ -120,7 +120,9 @@ def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> di
     if n_in > 1:
         torch.ne(pid_sorted[1:], pid_sorted[:-1], out=new_group[1:])
     valid = pid_sorted != sentinel  # sorted point is in range
-    start = torch.cummax(torch.where(new_group, pos, 0), 0).values if n_in else pos  # group start, per point
+    # Group start, per point: the first index of its pillar id in the sorted ids (a parallel binary search; a
+    # running max over the group heads would be the same numbers, but torch's 1-D cummax is one CUDA block).
+    start = torch.searchsorted(pid_sorted, pid_sorted)
     slot = pos - start
 
     # Pillars by first appearance: the first point of a group (stable sort) is its earliest input point; a
