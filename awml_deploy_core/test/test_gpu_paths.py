@@ -302,18 +302,24 @@ def test_graph_postprocess_equals_host_nms(rule):
     from awml_deploy_core.pipelines.centerpoint.nms import nms
 
     cfg = tiny_model_cfg()
+    torch.manual_seed(0)
     cfg = cfg.model_copy(update={"max_num": 300, "score_threshold": 0.3,
                                  "nms": cfg.nms.model_copy(update=rule)})
     model = build_centerpoint(cfg).eval()
     x = torch.randn(graph_shapes(cfg).spatial_features)
     with torch.inference_mode():
         outs = torch_runners(model, cfg)["head"]({"spatial_features": x})
+    logits = outs["heatmap"][0].amax(0).reshape(-1)
+    thr = float(np.log(0.3 / 0.7))
     graph = GraphDecoder(cfg)
-    for scale in (1.0, 0.8):
-        o = {k: v * scale for k, v in outs.items()}
-        o = {k: v.cuda() for k, v in o.items()}
+    assert graph.gpu_nms == ("iou_nms" not in rule)
+    for n_pass in (40, 250):  # candidates above the score threshold: some / most of max_num
+        shift = thr - float(torch.topk(logits, n_pass + 1).values[-1]) - 1e-4
+        o = {k: (v + shift if k == "heatmap" else v).cuda() for k, v in outs.items()}
         ref = nms(decode(o, cfg), cfg)  # eager decode on the GPU, NMS on the host
         got = graph.postprocess(o)
         assert graph.eager_reason is None and len(got) == len(ref) > 0
         for f in ("boxes", "scores", "labels", "velocities"):
             np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
+        if graph.gpu_nms:
+            assert graph._packed[0, 13].item() == 1.0  # the GPU NMS reached its fixed point (no host fallback)

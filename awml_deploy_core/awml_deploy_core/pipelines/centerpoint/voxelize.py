@@ -10,6 +10,7 @@ points and the first ``max_voxels`` pillars are kept. Everything dropped is coun
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -78,8 +79,14 @@ def as_points(points: np.ndarray | Tensor, device: str | torch.device | None = N
 
 def _f32(value: float, like: Tensor) -> Tensor:
     # A device tensor, not a Python scalar: CUDA kernels may turn division by a CPU scalar into a
-    # multiplication by its reciprocal, which would break CPU/CUDA bit-equality.
-    return torch.full((1,), value, dtype=torch.float32, device=like.device)
+    # multiplication by its reciprocal, which would break CPU/CUDA bit-equality. Made once per device (a
+    # fill per use would be a node of the preprocess CUDA graph each).
+    return _f32_on(float(value), like.device)
+
+
+@functools.lru_cache(maxsize=128)
+def _f32_on(value: float, device: torch.device) -> Tensor:
+    return torch.full((1,), value, dtype=torch.float32, device=device)
 
 
 def cell_index(values: Tensor, vmin: float, size: float, cells: int) -> Tensor:
@@ -127,23 +134,25 @@ def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> di
 
     # Pillars by first appearance: the first point of a group (stable sort) is its earliest input point; a
     # pillar's rank = how many pillars appear earlier in the input.
-    first = torch.zeros(n_in, dtype=torch.int64, device=dev).scatter_(0, order, (new_group & valid).long())
+    heads = new_group & valid  # the first point of each pillar
+    first = torch.zeros(n_in, dtype=torch.int64, device=dev).scatter_(0, order, heads.long())
     rank_by_input = torch.cumsum(first, 0) - 1
     rank = rank_by_input[order[start]]
 
     p_max = cfg.max_points_per_voxel
     pillar_kept = valid & (rank < v_max)
     slot_ok = slot < p_max
+    # The six counters in one reduction: (6, N) flags summed along N.
     counters = torch.stack(
         [
-            first.sum(),  # pillars
-            (~finite).sum(),
-            valid.sum(),  # points in range
-            (pillar_kept & ~slot_ok).sum(),
-            (valid & ~pillar_kept).sum(),
-            (pillar_kept & (slot == p_max)).sum(),  # pillars truncated: each has exactly one point at slot P
+            heads,  # pillars
+            ~finite,
+            valid,  # points in range
+            pillar_kept & ~slot_ok,
+            valid & ~pillar_kept,
+            pillar_kept & (slot == p_max),  # pillars truncated: each has exactly one point at slot P
         ]
-    )
+    ).sum(dim=1)
     return dict(order=order, pid_sorted=pid_sorted, new_group=new_group, rank=rank, slot=slot,
                 pillar_kept=pillar_kept, slot_ok=slot_ok, counters=counters)
 
