@@ -85,8 +85,9 @@ def _add_replay_eval(sub: argparse._SubParsersAction) -> None:
                                           "ground truth, with pass/fail criteria")
     p.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
     p.add_argument("--config", required=True, help="deploy config YAML (see config/centerpoint.yaml)")
-    p.add_argument("--backend", choices=["onnxruntime", "pytorch", "tensorrt"], default="onnxruntime",
-                   help="backend (default: onnxruntime, from the bundle in the config's work_dir)")
+    p.add_argument("--backend", choices=["onnxruntime", "onnxruntime_int8", "pytorch", "tensorrt"],
+                   default="onnxruntime", help="backend (default: onnxruntime, from the bundle in the config's "
+                   "work_dir; onnxruntime_int8: its INT8 Q/DQ graphs)")
     gt = p.add_mutually_exclusive_group()
     gt.add_argument("--gt-topic", help="ground-truth topic (awml_deploy_msgs/msg/DetectedObjects; default: "
                                        "/awml/ground_truth/objects if the bag has it)")

@@ -17,7 +17,8 @@ from .errors import ConfigError
 
 CENTERPOINT_CLASSES = ("car", "truck", "bus", "bicycle", "pedestrian")
 Precision = Literal["fp32", "tf32", "fp16", "int8"]
-BackendName = Literal["pytorch", "onnxruntime", "tensorrt"]
+# onnxruntime_int8: the INT8 Q/DQ graphs export.quantize makes, on ONNX Runtime
+BackendName = Literal["pytorch", "onnxruntime", "onnxruntime_int8", "tensorrt"]
 
 
 class StrictModel(BaseModel):
@@ -401,6 +402,9 @@ class DeployConfig(StrictModel):
             )
         if self.device == "cpu" and "tensorrt" in used:
             raise ValueError("tensorrt needs device 'cuda', but device is 'cpu'")
+        if "onnxruntime_int8" in used and not self.export.quantize.enabled:
+            raise ValueError("onnxruntime_int8 is evaluated or verified but export.quantize.enabled is false (no Q/DQ "
+                             "graphs are made): set export.quantize.enabled: true, or drop onnxruntime_int8")
         return self
 
 
