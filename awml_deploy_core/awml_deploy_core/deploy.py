@@ -86,8 +86,10 @@ def _with_int8(cfg: DeployConfig, ok: bool) -> DeployConfig:
             scenarios.append(("onnxruntime", INT8))
     else:
         dropped = {INT8, "tensorrt"}
-        if dropped & ({*backends} | {b for pair in scenarios for b in pair}):
-            log.warning("quantize: the accuracy guard failed, so %s are not run", " and ".join(sorted(dropped)))
+        skipped = dropped & ({*backends} | {b for pair in scenarios for b in pair})
+        if skipped:
+            log.warning("quantize: the accuracy guard failed (no Q/DQ graphs), so %s not run",
+                        " and ".join(sorted(skipped)) + (" are" if len(skipped) > 1 else " is"))
         backends = [b for b in backends if b not in dropped]
         scenarios = [p for p in scenarios if not dropped & set(p)]
     return cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"backends": backends}),
