@@ -236,3 +236,14 @@ def test_changed_calibration_recipe_rebuilds_the_engine_and_says_why(tmp_path):
     assert not ok and "quantization recipe changed" in why
     assert again.graphs["head"].reusable  # the head's engine is untouched by the encoder's recipe
     assert bundle.artifacts[engine_artifact("encoder")]["cache_key"]["extra"]["quantization_recipe"] == recipe_a
+
+
+def test_plan_before_the_export_builds_the_qdq_graphs_without_a_calibrator(tmp_path):
+    cfg = DeployConfig(work_dir=str(tmp_path), device="cuda", export=ExportConfig(
+        mode="both", tensorrt={"precision": "int8"}, quantize=QuantizeConfig(enabled=True, graphs=["head"])))
+    plan = build_plan(cfg, Bundle.open(tmp_path), env=H200)
+    head, enc = plan.graphs["head"], plan.graphs["encoder"]
+    assert head.onnx.name.endswith("_int8.onnx") and head.explicit_quantization and head.calibration is None
+    assert head.quantization.startswith("explicit quantization (Q/DQ), recipe pending")
+    assert not enc.onnx.name.endswith("_int8.onnx") and enc.quantization == "none"
+    assert enc.calibration is not None  # precision int8 on an fp32 graph: the implicit calibrator, as before

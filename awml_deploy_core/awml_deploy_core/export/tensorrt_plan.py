@@ -485,13 +485,14 @@ def _graph_plan(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, spec: Gr
     t = cfg.export.tensorrt
     exists = onnx_path.is_file()
     onnx_sha = sha256_file(onnx_path) if exists else None
-    qdq = has_qdq(onnx_path) if exists else False
-    recipe = quantization_recipe(bundle, spec.key, onnx_path) if qdq else None
+    # A Q/DQ file export.quantize makes in this run counts as explicitly quantized before it exists.
     planned_qdq = not exists and cfg.export.quantize.enabled and onnx_path.stem.endswith("_int8")
-    if qdq:
-        quantization = f"explicit quantization (Q/DQ), recipe {recipe[:12] if recipe else 'unknown'}"
-    elif planned_qdq:
+    qdq = has_qdq(onnx_path) if exists else planned_qdq
+    recipe = quantization_recipe(bundle, spec.key, onnx_path) if qdq and exists else None
+    if planned_qdq:
         quantization = "explicit quantization (Q/DQ), recipe pending (export.quantize makes it in this run)"
+    elif qdq:
+        quantization = f"explicit quantization (Q/DQ), recipe {recipe[:12] if recipe else 'unknown'}"
     else:
         quantization = "none"
     profiles = graph_profiles(family, cfg, spec.key)
