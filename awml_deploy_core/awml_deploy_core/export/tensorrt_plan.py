@@ -456,7 +456,8 @@ def engine_extra(cfg: DeployConfig, settings: BuilderSettings, calibration: Cali
     """The cache key's `extra` field: builder settings beyond precision and profiles, and the Q/DQ recipe hash of
     an explicitly quantized graph (absent otherwise, so keys of unquantized engines stay as they were)."""
     t = cfg.export.tensorrt
-    return {**({QUANT_KEY: recipe} if recipe else {}), "workspace_mb": t.workspace_mb, "dla_core": t.dla_core, "builder_flags": sorted(settings.builder_flags),
+    return {**({QUANT_KEY: recipe} if recipe else {}),
+            "workspace_mb": t.workspace_mb, "dla_core": t.dla_core, "builder_flags": sorted(settings.builder_flags),
             "network_flags": sorted(settings.network_flags),
             "calibration": None if calibration is None else
             {"calibrator": calibration.calibrator, "frames": calibration.frames,
