@@ -375,7 +375,7 @@ def test_overload_keeps_memory_and_latency_bounded(tmp_path, ros_env, small_bund
 
 # --------------------------------------------------------------------------------------------- start-up
 @pytest.mark.parametrize("params, rc, text", [
-    ({"backend": "tflite"}, 2, "parameter 'backend': must be one of pytorch, onnxruntime, tensorrt (got 'tflite')"),
+    ({"backend": "tflite"}, 2, "parameter 'backend': must be one of pytorch, onnxruntime, onnxruntime_int8, tensorrt (got 'tflite')"),
     ({"score_threshold": 1.5}, 2, "parameter 'score_threshold'"),
     ({"scor_threshold": 0.3}, 2, "unknown parameter(s) ['scor_threshold']"),
     ({"checkpoint": "/nonexistent/model.pth"}, 3, "parameter 'checkpoint': /nonexistent/model.pth: checkpoint not found"),

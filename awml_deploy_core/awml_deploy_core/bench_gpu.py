@@ -8,7 +8,6 @@ synchronizations are counted separately, on preprocess and postprocess called as
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 import time
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 # (precision, cuda_graph) columns of the bench

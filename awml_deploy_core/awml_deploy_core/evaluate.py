@@ -197,9 +197,10 @@ def verify_backends(reference: tuple[str, CenterPointPipeline], candidate: tuple
         if pre.input_features.shape[0]:
             ref_pillars, cand_pillars = ref.encode(pre.input_features), cand.encode(pre.input_features)
             outputs += compare_outputs({"pillar_features": ref_pillars}, {"pillar_features": cand_pillars},
-                                       tol.atol, tol.rtol)
+                                       tol.atol, tol.rtol, tol.max_outlier_fraction)
             spatial = ref.scatter(ref_pillars, pre.coords)
-            outputs += compare_outputs(ref.head(spatial), cand.head(spatial), tol.atol, tol.rtol)
+            outputs += compare_outputs(ref.head(spatial), cand.head(spatial), tol.atol, tol.rtol,
+                                       tol.max_outlier_fraction)
         diff = compare_detections(ref(s.points).detections, cand(s.points).detections)
         result.samples.append(SampleRecord(i, s.token, outputs, diff))
     return result

@@ -34,7 +34,7 @@ def comparison_rows(family: ModelFamily, evaluations: dict[str, Any]) -> list[di
 
 def build_report(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, checkpoint: dict[str, str],
                  dataset: dict[str, Any], onnx: dict[str, Path], verification: list, evaluations: dict,
-                 gates: list) -> dict[str, Any]:
+                 gates: list, quantization: dict[str, Any] | None = None) -> dict[str, Any]:
     plots = bundle.root / "plots"
     comparison = comparison_rows(family, evaluations)
     passed = all(g["passed"] for g in gates)
@@ -52,6 +52,7 @@ def build_report(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, checkpo
         "comparison": comparison,
         "gates": gates,
         "passed": passed,
+        **({"quantization": quantization} if quantization is not None else {}),
     }
     md = [f"# {cfg.model.name}: export report", "",
           f"Result: **{'PASSED' if passed else 'FAILED'}** — {dataset['frames']} frames from {dataset['description']}",
@@ -62,6 +63,8 @@ def build_report(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, checkpo
                markdown_table(["backend", *cols], [[r["backend"], *(r[c] for c in cols)] for r in comparison]), ""]
     md += ["## Gates", "", markdown_table(["gate", "passed", "detail"],
                                            [[g["name"], "yes" if g["passed"] else "NO", g["detail"]] for g in gates]), ""]
+    if quantization is not None:
+        md += quantization_section(quantization)
     if evaluations:
         plot_latency({k: e.timings for k, e in evaluations.items()}, plots / "latency.png")
         md += ["## Latency", "", "![latency](plots/latency.png)", ""]
@@ -81,6 +84,34 @@ def build_report(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, checkpo
                                    for k, s in v["summary"].items()]), ""]
     write_report(bundle.root, report, "\n".join(md) + "\n")
     return report
+
+
+def quantization_section(q: dict[str, Any], most_sensitive: int = 8) -> list[str]:
+    """INT8 Q/DQ in report.md: the guard's verdict, the recipe, every layer kept in float and why, and (when the
+    guard ranked them) the most sensitive layers."""
+    g = q["guard"]
+    md = ["## INT8 quantization (Q/DQ)", "", f"Guard: **{'passed' if g['ok'] else 'FAILED'}** — {g['reason']}", "",
+          f"{g['metric']}: fp32 {g['fp32_metric']:.4f}, INT8 {g['int8_metric']:.4f} (all layers INT8: drop "
+          f"{g['initial_drop']:.4f}; budget {g['budget']:g}) on {len(g['frames'].get('guard', []))} guard frames, "
+          f"calibrated on {len(g['frames'].get('calibration', []))} frames", ""]
+    if q.get("recipe_sha256"):
+        r = q["recipe"]
+        md += [f"Recipe `{q['recipe_sha256'][:12]}`: {r['method']} calibration, {r['tool']} {r['tool_version']}, "
+               f"calibration fingerprint `{str(q['calibration_fingerprint'])[:12]}`; files: "
+               + ", ".join(f"{k} `{v}`" for k, v in q.get("files", {}).items()), ""]
+    md += ["### Layers kept in float", ""]
+    kept = g["kept_float"]
+    md += [markdown_table(["graph", "layer", "nodes", "sensitivity", "why"],
+                          [[k["graph"], k["name"], ", ".join(k["nodes"]),
+                            "" if k["sensitivity"] is None else f"{k['sensitivity']:.3g}", k["reason"]]
+                           for k in kept]) if kept else "none: every quantizable layer runs in INT8", ""]
+    if g.get("sensitivity"):
+        md += [f"### Most sensitive layers (head-output rel. error with the layer alone in INT8; top "
+               f"{most_sensitive} of {len(g['sensitivity'])})", "",
+               markdown_table(["graph", "layer", "op", "output error"],
+                              [[r["graph"], r["layer"], r["op_type"], f"{r['output_error']:.3g}"]
+                               for r in g["sensitivity"][:most_sensitive]]), ""]
+    return md
 
 
 def print_summary(console: _RichConsole, family: ModelFamily, evaluations: dict, gates: list, work: Path) -> None:

@@ -19,7 +19,7 @@ import importlib.metadata
 import importlib.resources
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,14 @@ import torch
 
 from .backends.base import GraphRunner, RunnerSet
 from .bundle import MANIFEST, Bundle, ensure_writable_dir, sha256_file, sha256_json
-from .config import DeployConfig, load_deploy_config, validate
+from .config import BACKENDS, DeployConfig, load_deploy_config, validate
 from .errors import ArtifactError, BackendUnavailableError, CheckpointError, ConfigError
-from .families import ModelFamily, get_family
+from .families import ModelFamily, get_family, qdq_artifact
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
+# onnxruntime_int8: the bundle's INT8 Q/DQ graphs (export.quantize) on ONNX Runtime, same runners as onnxruntime
+ORT_BACKENDS = ("onnxruntime", "onnxruntime_int8")
 EXPORTER_VERSION = 1  # bump when the export code changes what it writes: invalidates cached ONNX artifacts
 Source = str | Path | DeployConfig | None
 # (engine path, graph spec, device) -> runner; the default builds TrtGraphRunner (a test may pass a stand-in)
@@ -181,9 +182,12 @@ def _work_dir_bundle(cfg: DeployConfig) -> Bundle | None:
 # --------------------------------------------------------------------------------------------- runners
 def backend_precision(backend: str, cfg: DeployConfig, onnx: Mapping[str, Path] | None = None) -> str:
     """The precision a backend runs at (InferenceStats.precision, verify.tolerances key): ``pytorch.precision`` for
-    PyTorch, fp32 for ONNX Runtime, the engines' for TensorRT (int8 when the graphs carry Q/DQ nodes)."""
+    PyTorch, fp32 for ONNX Runtime, int8 for its Q/DQ variant, the engines' for TensorRT (int8 when the graphs
+    carry Q/DQ nodes)."""
     if backend == "pytorch":
         return cfg.pytorch.precision
+    if backend == "onnxruntime_int8":
+        return "int8"
     if backend != "tensorrt":
         return "fp32"
     from .export.tensorrt_policy import has_qdq, verification_precision
@@ -270,6 +274,49 @@ def ort_providers(cfg: DeployConfig, device: str) -> list[str]:
     return providers
 
 
+def ort_runners(family: ModelFamily, cfg: DeployConfig, onnx: Mapping[str, Path], providers: Sequence[str],
+                backend: str = "onnxruntime") -> RunnerSet:
+    """The family's graphs on ONNX Runtime from ``onnx`` (graph key -> file), with ``cfg.onnxruntime``'s settings:
+    the one construction of ONNX Runtime runners (fp32 and Q/DQ alike)."""
+    from .backends.onnxruntime_backend import OrtGraphRunner
+
+    o = cfg.onnxruntime
+    return RunnerSet({s.key: OrtGraphRunner(onnx[s.key], f"{backend}:{s.name}", list(providers),
+                                            o.graph_optimization, o.intra_op_threads, o.allow_spinning)
+                      for s in family.graphs(cfg.model)}, backend)
+
+
+def onnx_pipeline(model_cfg: Any, onnx: Mapping[str, Path], device: str = "cpu", family: str = "centerpoint") -> Any:
+    """A pipeline on ONNX Runtime from given graph files (fp32 or Q/DQ), default ONNX Runtime settings: for the
+    quantizer's calibration and guard, which hold files rather than a bundle."""
+    cfg = DeployConfig(family=family, model=model_cfg)
+    fam = get_family(family)
+    return fam.make_pipeline(model_cfg, ort_runners(fam, cfg, onnx, ort_providers(cfg, device)), device)
+
+
+def qdq_onnx(family: ModelFamily, cfg: DeployConfig, bundle: Bundle | None, fp32: Mapping[str, Path]
+             ) -> dict[str, Path]:
+    """The bundle's INT8 Q/DQ graphs (hash-checked), the fp32 file for a graph left unquantized; ArtifactError when
+    the bundle has none, or when they were made from other fp32 graphs than ``fp32``."""
+    where = f"bundle {bundle.root}" if bundle is not None else "this source (no export bundle)"
+    keys = [s.key for s in family.graphs(cfg.model)]
+    if bundle is None or not any(qdq_artifact(k) in bundle.artifacts for k in keys):
+        raise ArtifactError(f"{where} has no INT8 Q/DQ graphs ({', '.join(qdq_artifact(k) for k in keys)}); run "
+                            f"export with export.quantize.enabled: true (export.mode onnx or both)")
+    out: dict[str, Path] = {}
+    for k in keys:
+        if qdq_artifact(k) not in bundle.artifacts:
+            out[k] = Path(fp32[k])
+            continue
+        out[k] = bundle.verify(qdq_artifact(k))
+        made_from = bundle.artifacts[qdq_artifact(k)].get("fp32_sha256")
+        if made_from and k in fp32 and sha256_file(fp32[k]) != made_from:
+            raise ArtifactError(f"{where}: {out[k].name} was quantized from another {k} ONNX than "
+                                f"{Path(fp32[k]).name} (fp32 sha256 {made_from[:12]} recorded); re-run export with "
+                                f"export.quantize.enabled: true")
+    return out
+
+
 def select_runners(family: ModelFamily, backend: str, cfg: DeployConfig, device: str, *, model: _Model,
                    bundle: Bundle | None, bundle_is_source: bool, onnx_cache_dir: str | Path | None = None,
                    engine_runner: EngineRunnerFactory | None = None, trt_env: Any = None
@@ -284,15 +331,16 @@ def select_runners(family: ModelFamily, backend: str, cfg: DeployConfig, device:
         return (torch_runners(model.get(), cfg.model, device, family.name, p.precision, p.cuda_graph),
                 {"checkpoint": str(model.checkpoint or "the given in-memory model"), "precision": p.precision,
                  "cuda_graph": p.cuda_graph})
-    providers = ort_providers(cfg, device) if backend == "onnxruntime" else []  # before any export
+    providers = ort_providers(cfg, device) if backend in ORT_BACKENDS else []  # before any export
+    if backend == "onnxruntime_int8" and (bundle is None or not any(qdq_artifact(s.key) in bundle.artifacts
+                                                                    for s in specs)):
+        qdq_onnx(family, cfg, bundle, {})  # the one-line "no Q/DQ graphs" error, before any export
     onnx = _onnx_for(family, cfg, model, bundle, bundle_is_source, onnx_cache_dir)
-    if backend == "onnxruntime":
-        from .backends.onnxruntime_backend import OrtGraphRunner
-
-        o = cfg.onnxruntime
-        runners = {s.key: OrtGraphRunner(onnx[s.key], f"onnxruntime:{s.name}", providers, o.graph_optimization,
-                                         o.intra_op_threads, o.allow_spinning) for s in specs}
-        return RunnerSet(runners, backend), {"onnx": {k: str(p) for k, p in onnx.items()}, "providers": providers}
+    if backend in ORT_BACKENDS:
+        if backend == "onnxruntime_int8":
+            onnx = qdq_onnx(family, cfg, bundle, onnx)
+        return (ort_runners(family, cfg, onnx, providers, backend),
+                {"onnx": {k: str(p) for k, p in onnx.items()}, "providers": providers})
     if backend == "tensorrt":
         if engine_runner is None:
             from .backends.tensorrt_backend import import_tensorrt
@@ -302,7 +350,10 @@ def select_runners(family: ModelFamily, backend: str, cfg: DeployConfig, device:
             raise ConfigError("the tensorrt backend runs the engines of an export bundle: give the bundle folder "
                               "(the work_dir of `awml-deploy export CONFIG --mode both`) or a config whose work_dir "
                               "holds one")
+        from .export.tensorrt_plan import onnx_paths
+
         engines = find_engines(family, cfg, bundle, trt_env)
+        onnx = {**onnx, **onnx_paths(cfg, bundle)[0]} if cfg.export.quantize.enabled else onnx  # Q/DQ built from
         make = engine_runner or _trt_runner
         runners = {s.key: make(engines[s.key], s, device) for s in specs}
         return RunnerSet(runners, backend), {"onnx": {k: str(p) for k, p in onnx.items()},

@@ -17,10 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from awml_deploy_core.config import CENTERPOINT_CLASSES
+from awml_deploy_core.config import BACKENDS, CENTERPOINT_CLASSES
 from awml_deploy_core.errors import ConfigError
 
-BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
 # export.tensorrt.precision policies (awml_deploy_core.config.TensorRTConfig); the engines of a bundle are
 # built with one of them and the node checks that they are the ones asked for.
 TRT_PRECISIONS = ("auto", "fp16", "fp32_tf32", "strongly_typed", "int8")

@@ -49,11 +49,10 @@ _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"
 
 # --------------------------------------------------------------------------------------------- pipeline
 def _fp32_pipeline(model_cfg: CenterPointModelConfig, encoder_path: Path, head_path: Path):
-    """The one place a pipeline is built here (the lead swaps it for the model loader): fp32 ONNX on ORT CPU."""
-    from ..backends.onnxruntime_backend import onnxruntime_runners
-    from ..pipelines.centerpoint.pipeline import CenterPointPipeline
+    """fp32 ONNX on ONNX Runtime CPU, built by the loader's own function (same runners as every consumer)."""
+    from ..loader import onnx_pipeline
 
-    return CenterPointPipeline(model_cfg, onnxruntime_runners(Path(encoder_path), Path(head_path)), "cpu")
+    return onnx_pipeline(model_cfg, {"encoder": Path(encoder_path), "head": Path(head_path)}, "cpu")
 
 
 def _pipeline(model_cfg: CenterPointModelConfig, encoder_path: Path, head_path: Path):
@@ -63,8 +62,10 @@ def _pipeline(model_cfg: CenterPointModelConfig, encoder_path: Path, head_path: 
 
 # --------------------------------------------------------------------------------------------- calibration data
 def quantized_file_names(model_cfg: CenterPointModelConfig) -> dict[str, str]:
-    return {"encoder": f"pts_voxel_encoder_{model_cfg.name}_int8.onnx",
-            "head": f"pts_backbone_neck_head_{model_cfg.name}_int8.onnx"}
+    from ..families import qdq_file_name
+    from .onnx_export import onnx_file_names
+
+    return {k: qdq_file_name(n) for k, n in onnx_file_names(model_cfg).items()}
 
 
 def calibration_source(data: DataConfig, q: QuantizeConfig) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def graph_table(g: GraphPlan) -> "Table":
                       f"{flags}; network: {net}; workspace via {b.workspace_api}; device {b.default_device_type}")
         for n in b.notes:
             table.add_row("", f"note: {n}")
+    table.add_row("quantization", g.quantization)
     table.add_row("profiles", format_profiles(g.profiles))
     table.add_row("profile check", g.profile_check)
     table.add_row("workspace", f"{g.workspace_mb} MiB")

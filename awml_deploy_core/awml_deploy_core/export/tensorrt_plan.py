@@ -27,7 +27,7 @@ import numpy as np
 from ..bundle import Bundle, sha256_file, sha256_json
 from ..config import DeployConfig
 from ..errors import ConfigError
-from ..families import GraphSpec, ModelFamily, get_family
+from ..families import GraphSpec, ModelFamily, get_family, qdq_artifact, qdq_file_name
 from .tensorrt_policy import BuilderSettings, builder_settings, has_qdq, load_onnx_graph, parse_version
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ UNKNOWN = "unknown"
 API = ("direct tensorrt Python API (OnnxParser, build_serialized_network; runtime: set_tensor_address + "
        "execute_async_v3 from TensorRT 8.5, bindings + execute_async_v2 before)")
 CALIBRATORS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
+QUANT_KEY = "quantization_recipe"  # engine_extra's key for the Q/DQ recipe hash (export.quantize)
+RECIPE_METADATA = "quantization_recipe_sha256"  # the Q/DQ ONNX's metadata key holding the same hash
 
 
 # --------------------------------------------------------------------------------------------- names
@@ -183,7 +185,11 @@ def key_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> 
     re_, ce = r.get("extra") or {}, c.get("extra") or {}
     for k in sorted(set(re_) | set(ce)):
         if re_.get(k) != ce.get(k):
-            out.append(f"{k} changed ({re_.get(k)} -> {ce.get(k)})")
+            if k == QUANT_KEY:
+                a, b = (str(v)[:12] if v else "none (not quantized)" for v in (re_.get(k), ce.get(k)))
+                out.append(f"quantization recipe changed ({a} -> {b})")
+            else:
+                out.append(f"{k} changed ({re_.get(k)} -> {ce.get(k)})")
     return out
 
 
@@ -345,6 +351,8 @@ class GraphPlan:
     builder: dict[str, BuilderSettings | None]  # per TensorRT version label; None: the policy is not valid there
     calibration: CalibrationPlan | None
     timing_cache: Path | None  # None until the TensorRT version and GPU are known
+    quantization: str  # "none", or explicit quantization (Q/DQ) with its recipe hash
+    quantization_recipe: str | None  # the Q/DQ recipe hash (export.quantize); None: not quantized or not known yet
     profile_check: str
     cache_key: CacheKey | None
     reusable: bool
@@ -365,7 +373,8 @@ class GraphPlan:
             "key": self.key, "name": self.name, "onnx": str(self.onnx),
             "onnx_sha256": self.onnx_sha256 or self.onnx_status, "engine": str(self.engine),
             "profiles": self.profiles, "workspace_mb": self.workspace_mb, "dla_core": self.dla_core,
-            "explicit_quantization": self.explicit_quantization,
+            "explicit_quantization": self.explicit_quantization, "quantization": self.quantization,
+            "quantization_recipe": self.quantization_recipe,
             "builder": {k: None if s is None else {"flags": list(s.builder_flags),
                                                    "network_flags": list(s.network_flags),
                                                    "strongly_typed": s.strongly_typed,
@@ -407,7 +416,20 @@ class TrtPlan:
 
 
 def onnx_paths(cfg: DeployConfig, bundle: Bundle) -> tuple[dict[str, Path], str]:
-    """Where the engines' ONNX comes from: export.onnx_source when set, else the bundle (work_dir)."""
+    """Where the engines' ONNX comes from: export.onnx_source when set, else the bundle (work_dir); with
+    export.quantize the bundle's INT8 Q/DQ graphs instead (those this run's export makes, in modes onnx/both)."""
+    paths, source = _fp32_onnx_paths(cfg, bundle)
+    if not cfg.export.quantize.enabled:
+        return paths, source
+    names = get_family(cfg.family).onnx_file_names(cfg.model)
+    qdq = {k: bundle.root / bundle.artifacts[qdq_artifact(k)]["file"] for k in names
+           if qdq_artifact(k) in bundle.artifacts}
+    if cfg.export.mode in ("onnx", "both"):  # made again by this run: planned where export.quantize writes them
+        qdq = {k: bundle.root / qdq_file_name(n) for k, n in names.items() if k in cfg.export.quantize.graphs}
+    return {**paths, **qdq}, f"{source}; INT8 Q/DQ graphs ({', '.join(qdq) or 'none yet'}) from the bundle"
+
+
+def _fp32_onnx_paths(cfg: DeployConfig, bundle: Bundle) -> tuple[dict[str, Path], str]:
     names = get_family(cfg.family).onnx_file_names(cfg.model)
     if cfg.export.mode in ("trt", "none") and cfg.export.onnx_source:
         src = Path(cfg.export.onnx_source)
@@ -417,11 +439,25 @@ def onnx_paths(cfg: DeployConfig, bundle: Bundle) -> tuple[dict[str, Path], str]
     return {k: bundle.root / n for k, n in names.items()}, f"the bundle in work_dir ({bundle.root})"
 
 
-def engine_extra(cfg: DeployConfig, settings: BuilderSettings, calibration: CalibrationPlan | None
-                 ) -> dict[str, Any]:
-    """The cache key's `extra` field: builder settings beyond precision and profiles."""
+def quantization_recipe(bundle: Bundle, graph: str, onnx_path: Path) -> str | None:
+    """The Q/DQ recipe hash of the graph's ONNX: the bundle's record when it is that file, else the file's own
+    metadata (written by export.quantize); None for a graph that is not (yet) a quantized file."""
+    entry = bundle.artifacts.get(qdq_artifact(graph))
+    if entry and (bundle.root / entry["file"]).resolve() == Path(onnx_path).resolve():
+        return entry.get("inputs_hash")
+    if not Path(onnx_path).is_file():
+        return None
+    meta = {p.key: p.value for p in load_onnx_graph(Path(onnx_path)).metadata_props}
+    return meta.get(RECIPE_METADATA)
+
+
+def engine_extra(cfg: DeployConfig, settings: BuilderSettings, calibration: CalibrationPlan | None,
+                 recipe: str | None = None) -> dict[str, Any]:
+    """The cache key's `extra` field: builder settings beyond precision and profiles, and the Q/DQ recipe hash of
+    an explicitly quantized graph (absent otherwise, so keys of unquantized engines stay as they were)."""
     t = cfg.export.tensorrt
-    return {"workspace_mb": t.workspace_mb, "dla_core": t.dla_core, "builder_flags": sorted(settings.builder_flags),
+    return {**({QUANT_KEY: recipe} if recipe else {}),
+            "workspace_mb": t.workspace_mb, "dla_core": t.dla_core, "builder_flags": sorted(settings.builder_flags),
             "network_flags": sorted(settings.network_flags),
             "calibration": None if calibration is None else
             {"calibrator": calibration.calibrator, "frames": calibration.frames,
@@ -450,7 +486,16 @@ def _graph_plan(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, spec: Gr
     t = cfg.export.tensorrt
     exists = onnx_path.is_file()
     onnx_sha = sha256_file(onnx_path) if exists else None
-    qdq = has_qdq(onnx_path) if exists else False
+    # A Q/DQ file export.quantize makes in this run counts as explicitly quantized before it exists.
+    planned_qdq = not exists and cfg.export.quantize.enabled and onnx_path.stem.endswith("_int8")
+    qdq = has_qdq(onnx_path) if exists else planned_qdq
+    recipe = quantization_recipe(bundle, spec.key, onnx_path) if qdq and exists else None
+    if planned_qdq:
+        quantization = "explicit quantization (Q/DQ), recipe pending (export.quantize makes it in this run)"
+    elif qdq:
+        quantization = f"explicit quantization (Q/DQ), recipe {recipe[:12] if recipe else 'unknown'}"
+    else:
+        quantization = "none"
     profiles = graph_profiles(family, cfg, spec.key)
     notes: list[str] = []
     builder, invalid = _builder_per_version(t, env, qdq)
@@ -489,7 +534,7 @@ def _graph_plan(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, spec: Gr
     key = None
     if env.complete and onnx_sha and first is not None:
         key = CacheKey(onnx_sha, env.trt_version, env.gpu_name, env.compute_capability, t.precision, profiles,
-                       engine_extra(cfg, first, calibration))
+                       engine_extra(cfg, first, calibration, recipe))
         reusable, reason = check_cached_engine(bundle, spec.key, key)
     else:
         why = [w for w, missing in (("TensorRT is not installed here", not env.trt_version),
@@ -504,6 +549,7 @@ def _graph_plan(family: ModelFamily, cfg: DeployConfig, bundle: Bundle, spec: Gr
                                  else "missing: run export with export.mode onnx first"),
         engine=engine, profiles=profiles, workspace_mb=t.workspace_mb, dla_core=t.dla_core,
         explicit_quantization=qdq, builder=builder, calibration=calibration, timing_cache=timing,
+        quantization=quantization, quantization_recipe=recipe,
         profile_check=profile_check, cache_key=key, reusable=reusable, reason=reason, notes=notes)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import ConfigError
-from .base import GraphSpec, ModelFamily
+from .base import GraphSpec, ModelFamily, qdq_artifact, qdq_file_name
 
 FAMILIES: dict[str, str] = {
     "centerpoint": "awml_deploy_core.families.centerpoint:FAMILY",
@@ -25,4 +25,4 @@ def get_family(name: str) -> ModelFamily:
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["FAMILIES", "GraphSpec", "ModelFamily", "get_family"]
+__all__ = ["FAMILIES", "GraphSpec", "ModelFamily", "get_family", "qdq_artifact", "qdq_file_name"]

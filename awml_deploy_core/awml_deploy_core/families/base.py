@@ -85,6 +85,22 @@ class ModelFamily:
     bundle_files: Callable[[Any, Path], list[Path]]
     # TensorRT profiles and calibration (None: static shapes only, no INT8 calibration)
     tensorrt: TrtRules | None = None
+    # INT8 Q/DQ post-training quantization with its accuracy guard (None: the family has none; export.quantize is
+    # then refused). (fp32 ONNX per graph key, out dir, deploy config, data cache dir, evaluation samples) -> a
+    # result with ``ok``, ``reason`` (one line), ``kept_float`` (layers in float: graph, name, reason, sensitivity),
+    # ``sensitivity``, ``to_dict()`` and ``pair`` (None when not ok; else ``paths`` {graph key: Q/DQ file or the
+    # fp32 one for graphs left unquantized}, ``recipe`` and ``recipe_hash``)
+    quantize: Callable[[Mapping[str, Path], Path, Any, Path, Sequence[Any]], Any] | None = None
 
     def graph(self, model_cfg: Any, key: str) -> GraphSpec:
         return next(g for g in self.graphs(model_cfg) if g.key == key)
+
+
+def qdq_artifact(graph_key: str) -> str:
+    """The manifest key of a graph's INT8 Q/DQ ONNX (``encoder`` -> ``encoder_int8``)."""
+    return f"{graph_key}_int8"
+
+
+def qdq_file_name(onnx_name: str) -> str:
+    """The Q/DQ file next to the fp32 one: ``<fp32 stem>_int8.onnx``."""
+    return f"{Path(onnx_name).stem}_int8.onnx"

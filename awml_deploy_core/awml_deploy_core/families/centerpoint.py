@@ -122,6 +122,15 @@ def bundle_files(cfg: DeployConfig, bundle_dir: Path) -> list[Path]:
     return write_autoware_params(bundle_dir, cfg)
 
 
+def quantize(onnx: Any, out_dir: Path, cfg: DeployConfig, cache_dir: Path, evaluation_samples: Sequence[Any]
+             ) -> Any:
+    """INT8 Q/DQ graphs calibrated on the pipeline's own preprocessing, with the mAP@2m accuracy guard."""
+    from ..export.quantize_guard import quantize_with_guard
+
+    return quantize_with_guard(dict(onnx), out_dir, cfg.model, cfg.data, cfg.export.quantize, cache_dir,
+                               cfg.evaluate, evaluation_samples)
+
+
 FAMILY = ModelFamily(
     name="centerpoint",
     model_config=CenterPointModelConfig,
@@ -141,4 +150,5 @@ FAMILY = ModelFamily(
     report_sections=report_sections,
     bundle_files=bundle_files,
     tensorrt=TRT_RULES,
+    quantize=quantize,
 )

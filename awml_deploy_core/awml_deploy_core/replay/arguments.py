@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import BACKENDS
 from ..data.rosbag_io import DEFAULT_GT_TOPIC, DEFAULT_LIDAR_TOPIC
 from .scoring import DEFAULT_TOLERANCE_MS
 
-REPLAY_BACKENDS = ("onnxruntime", "pytorch", "tensorrt")
+REPLAY_BACKENDS = BACKENDS
 DEFAULT_BACKEND = "onnxruntime"
 
 
@@ -26,7 +27,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser, out_default: str) -> N
     parser.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
     parser.add_argument("--config", required=True, help="deploy config YAML (see config/centerpoint.yaml)")
     parser.add_argument("--backend", choices=REPLAY_BACKENDS, default=DEFAULT_BACKEND,
-                        help=f"backend (default: {DEFAULT_BACKEND}, from the bundle in the config's work_dir)")
+                        help=f"backend (default: {DEFAULT_BACKEND}, from the bundle in the config's work_dir; "
+                             "onnxruntime_int8: its INT8 Q/DQ graphs)")
     gt = parser.add_mutually_exclusive_group()
     gt.add_argument("--gt-topic", help=f"ground-truth topic (awml_deploy_msgs/msg/DetectedObjects; default: "
                                        f"{DEFAULT_GT_TOPIC} if the bag has it)")
