@@ -121,24 +121,59 @@ class PillarFeatureNet(nn.Module):
 
     @staticmethod
     def _folded_forward(x: Tensor, layers: list[PFNLayer]) -> Tensor:
-        """Eval: the layers with BatchNorm folded, without building the (V, P, 2C) concatenations.
+        """Eval: the layers with BatchNorm folded (see ``folded_pfn``)."""
+        return folded_pfn(x, folded_weights(layers))
 
-        A layer's input cat([x, x_max]) times W is x W_a + x_max W_b (the pillar-wide term added by broadcast),
-        and the last layer takes the max before the ReLU (they commute). Same values within fp32 rounding.
-        """
-        x_max: Tensor | None = None
-        for pfn in layers:
-            weight, bias = pfn.folded()
-            if x_max is None:
-                y = nn.functional.linear(x, weight, bias)
-            else:
-                k = x.shape[-1]
-                y = nn.functional.linear(x, weight[:, :k], bias) + nn.functional.linear(x_max, weight[:, k:])
-            if pfn.last_vfe:
-                return torch.relu(torch.amax(y, dim=1))  # amax: no argmax indices computed
-            x = torch.relu(y)
-            x_max = torch.amax(x, dim=1, keepdim=True)
-        raise ValueError("PillarFeatureNet has no last layer")
+
+def folded_weights(layers: list[PFNLayer]) -> list[tuple[Tensor, Tensor | None, Tensor]]:
+    """Per layer (W_a, W_b, bias) of linear + eval BatchNorm: W_a multiplies the point features, W_b the pillar-wide
+    max of the previous layer (None for the first layer)."""
+    out: list[tuple[Tensor, Tensor | None, Tensor]] = []
+    k = None
+    for pfn in layers:
+        weight, bias = pfn.folded()
+        out.append((weight, None, bias) if k is None else (weight[:, :k], weight[:, k:], bias))
+        k = pfn.units
+    return out
+
+
+def folded_pfn(x: Tensor, weights: list[tuple[Tensor, Tensor | None, Tensor]]) -> Tensor:
+    """The PFN layers with BatchNorm folded, without building the (V, P, 2C) concatenations.
+
+    A layer's input cat([x, x_max]) times W is x W_a + x_max W_b (the pillar-wide term added by broadcast), and the
+    last layer takes the max before the ReLU (they commute). Same values within fp32 rounding.
+    """
+    x_max: Tensor | None = None
+    for i, (w_a, w_b, bias) in enumerate(weights):
+        y = nn.functional.linear(x, w_a, bias)
+        if w_b is not None:
+            y = y + nn.functional.linear(x_max, w_b)
+        if i == len(weights) - 1:
+            return torch.relu(torch.amax(y, dim=1))  # amax: no argmax indices computed
+        x = torch.relu(y)
+        x_max = torch.amax(x, dim=1, keepdim=True)
+    raise ValueError("PillarFeatureNet has no layers")
+
+
+class FoldedPillarFeatureNet(nn.Module):
+    """The inference and export form of a PillarFeatureNet: its folded weights taken once as buffers, so the ONNX
+    graph carries them as initializers (what Q/DQ quantizers and TensorRT need on a MatMul's weight input) whatever
+    the exporter's constant folding does. Built from an eval-mode encoder; it does not follow later weight changes."""
+
+    def __init__(self, encoder: PillarFeatureNet) -> None:
+        super().__init__()
+        with torch.no_grad():
+            weights = folded_weights(list(encoder.pfn_layers))
+        self.num_layers = len(weights)
+        for i, (w_a, w_b, bias) in enumerate(weights):
+            self.register_buffer(f"w{i}_a", w_a.detach().clone())
+            self.register_buffer(f"w{i}_b", None if w_b is None else w_b.detach().clone())
+            self.register_buffer(f"b{i}", bias.detach().clone())
+
+    def forward(self, features: Tensor) -> Tensor:
+        weights = [(getattr(self, f"w{i}_a"), getattr(self, f"w{i}_b"), getattr(self, f"b{i}"))
+                   for i in range(self.num_layers)]
+        return folded_pfn(features, weights)
 
 
 class PointPillarsScatter(nn.Module):
@@ -331,7 +366,9 @@ class VoxelEncoderGraph(nn.Module):
 
     def __init__(self, model: CenterPoint) -> None:
         super().__init__()
-        self.pts_voxel_encoder = model.pts_voxel_encoder
+        enc = model.pts_voxel_encoder
+        foldable = all(p.fold_bn and p.norm.track_running_stats for p in enc.pfn_layers)
+        self.pts_voxel_encoder = FoldedPillarFeatureNet(enc) if foldable else enc
 
     def forward(self, input_features: Tensor) -> Tensor:
         return self.pts_voxel_encoder(input_features)
