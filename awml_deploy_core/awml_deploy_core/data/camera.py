@@ -481,7 +481,37 @@ def _camera_rays(cam: CameraSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return d, sky_k, vig
 
 
-def _ground_layer(layout: SceneLayout, cam: CameraSpec, look: _Look) -> tuple[np.ndarray, np.ndarray]:
+def _shadow_mask(cam: CameraSpec, look: _Look, ground: Ground, corners: np.ndarray) -> np.ndarray:
+    """(H*W,) bool: pixels whose ground point lies in the sun shadow of one of the cuboids ``corners``.
+
+    Each cuboid's shadow is the convex hull of its corners pushed along the sun onto the plane of its
+    bottom, drawn at ground height; only the ground layer is darkened (cuboids are not self-shadowed).
+    """
+    H, W = cam.height, cam.width
+    mask = np.zeros((H, W), np.uint8)
+    T = cam.T_cam_lidar
+    sun = look.sun
+    for c in corners:
+        zb = c[:, 2].min()
+        flat = c[:, :2] - sun[:2] * ((c[:, 2] - zb) / sun[2])[:, None]
+        hull = cv2.convexHull(flat.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        if len(hull) < 3:
+            continue
+        p = np.concatenate([hull, ground.z(hull[:, 0], hull[:, 1])[:, None]], 1)
+        pc = _clip_near(p @ T[:3, :3].T + T[:3, 3], cam.near)
+        if len(pc) < 3:
+            continue
+        uv = _project_cam(pc, cam)
+        if uv[:, 0].max() < -0.5 or uv[:, 0].min() > W - 0.5 or uv[:, 1].max() < -0.5 or uv[:, 1].min() > H - 0.5:
+            continue
+        pts = np.clip(np.round(uv * 16), -(1 << 26), 1 << 26).astype(np.int32)
+        cv2.fillConvexPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=4)
+    return mask.ravel().astype(bool)
+
+
+def _ground_layer(
+    layout: SceneLayout, cam: CameraSpec, look: _Look, shadow: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Colour (H, W, 3) and depth (H, W) of ground and sky (depth inf for sky)."""
     H, W = cam.height, cam.width
     C = cam.position
@@ -517,7 +547,8 @@ def _ground_layer(layout: SceneLayout, cam: CameraSpec, look: _Look) -> tuple[np
     alb[refl == 160.0] = look.paint
     tex = _sample_tile(look.tile, x * 6.0, y * 6.0)
     alb = alb * (1.0 + 0.08 * tex[:, None])
-    shade = look.ambient + look.diffuse * max(look.sun[2], 0.0)
+    lit = look.ambient + look.diffuse * max(look.sun[2], 0.0)
+    shade = np.where(shadow[idx], look.ambient, lit)[:, None]
     col = alb * shade
     fog = np.exp(-th / look.fog_distance)[:, None]
     colour[idx] = col * fog + look.sky_horizon * (1 - fog)
@@ -537,7 +568,6 @@ def render_frame(layout: SceneLayout, k: int, camera: CameraSpec | None = None, 
     M = len(boxes)
     kinds_c = _clutter_kinds(clutter.halves)
     look = _make_look(layout, kinds_c)
-    colour, ground_depth = _ground_layer(layout, cam, look)
 
     # All cuboids: clutter then objects (an object's faces are consecutive, for its "alone" count).
     centers = np.concatenate([clutter.centers, boxes[:, :3]])
@@ -546,6 +576,9 @@ def render_frame(layout: SceneLayout, k: int, camera: CameraSpec | None = None, 
     owner = np.concatenate([np.full(len(clutter), -1), np.arange(M)])
     Kc = len(clutter)
     corners = _cuboid_corners(centers, halves, yaws)  # (K, 8, 3)
+    casts = np.concatenate([kinds_c != _FOLIAGE, np.ones(M, bool)])  # foliage cubes: too many, too small
+    shadow = _shadow_mask(cam, look, layout.ground, corners[casts])
+    colour, ground_depth = _ground_layer(layout, cam, look, shadow)
     cc = corners @ R.T + tr
     zc = cc[..., 2]
     keep = (zc.max(1) > cam.near) & (zc.min(1) < cam.max_depth)
