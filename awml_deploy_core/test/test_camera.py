@@ -120,7 +120,9 @@ def test_dataset_roundtrip_and_coco_self_evaluation(tmp_path):
     from pycocotools.cocoeval import COCOeval
 
     out = generate_camera_dataset(tmp_path / "a", 4, seed=5, camera=SMALL, frames_per_sequence=2, progress=False)
-    again = generate_camera_dataset(tmp_path / "b", 4, seed=5, camera=SMALL, frames_per_sequence=2, progress=False)
+    again = generate_camera_dataset(
+        tmp_path / "b", 4, seed=5, camera=SMALL, frames_per_sequence=2, progress=False, workers=2
+    )  # worker processes give the same bytes
     other = generate_camera_dataset(tmp_path / "c", 4, seed=6, camera=SMALL, frames_per_sequence=2, progress=False)
     ds = CameraDataset(out)
     assert len(ds) == 4
@@ -167,3 +169,18 @@ def _frames_of(seed, n, fps):
     from awml_deploy_core.data.camera import generate_camera_frames
 
     return generate_camera_frames(seed, n, fps, SMALL)
+
+
+def test_dataset_links_image_to_its_lidar_frame(tmp_path):
+    from awml_deploy_core.data.info_dataset import generate_dataset, InfoDataset
+
+    cam_dir = generate_camera_dataset(tmp_path / "cam", 1, seed=9, camera=SMALL, progress=False, write_lidar=True)
+    lidar_info = generate_dataset(tmp_path / "lidar", 1, seed=9)
+    s = CameraDataset(cam_dir)[0]
+    ref = InfoDataset(lidar_info)[0]
+    assert s.token == ref.token  # one seed, one token for image and sweep
+    assert s.timestamp_ns == round(ref.timestamp * 1e9)
+    assert np.array_equal(s.lidar_points[:, :3], ref.points[:, :3])
+    info = json.loads((cam_dir / "camera_infos.json").read_text())["data_list"][0]
+    assert info["lidar_points"]["lidar_path"] == "lidar/000000.pcd.bin"
+    assert len(info["instances"]) == len(ref.gt) and all("num_lidar_pts" in i for i in info["instances"])

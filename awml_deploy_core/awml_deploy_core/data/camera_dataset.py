@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -49,25 +50,57 @@ INFO_NAME = "camera_infos.json"
 CAMERA_INFO_VERSION = "awml_deploy-synthetic-camera-1"
 
 
-def _frames(
-    seed: int, num_frames: int, frames_per_sequence: int, camera: CameraSpec, lidar: LidarSpec,
-    scene: SceneSpec | None, write_lidar: bool,
-) -> Iterator[tuple[CameraFrame, object]]:
-    """(camera frame, lidar Frame or None), with the timestamps of ``synthetic.generate_frames``."""
+@dataclass
+class _Rendered:
+    """One rendered frame, reduced to what the writer needs (picklable, for worker processes)."""
+
+    png: bytes
+    frame: CameraFrame  # image/instance/depth dropped
+    boxes3d: np.ndarray
+    velocities: np.ndarray
+    labels3d: np.ndarray
+    instance_ids: np.ndarray
+    lidar: bytes | None
+    num_lidar_points: np.ndarray | None
+
+
+def _render_sequence(job: tuple) -> list[_Rendered]:
+    """Render one sequence (a worker's unit: sequences are independent, so any worker count gives the
+    same bytes)."""
+    seq_seed, n, t0, camera, lidar, scene, write_lidar = job
+    layout = build_layout(seq_seed, n, lidar, scene)
+    lidar_frames = generate_sequence(seq_seed, n, lidar, scene, start_time=t0) if write_lidar else None
+    out = []
+    for k in range(n):
+        cf = render_frame(layout, k, camera, t0 + k * lidar.sweep_period)
+        ok, png = cv2.imencode(".png", cf.image)
+        if not ok:
+            raise DatasetError(f"PNG encoding failed (scene {layout.token}, frame {k})")
+        blob, counts = None, None
+        if lidar_frames is not None:
+            lf = next(lidar_frames)
+            pts = np.empty((len(lf.points), 5), "<f4")
+            pts[:, :4] = lf.points
+            pts[:, 4] = lf.ring
+            blob, counts = pts.tobytes(), lf.num_lidar_points
+        _, boxes3d, vel = layout.object_state(k)
+        cf.image = cf.instance = cf.depth = None
+        out.append(_Rendered(png.tobytes(), cf, boxes3d, vel, layout.labels, layout.instance_ids, blob, counts))
+    return out
+
+
+def _jobs(seed: int, num_frames: int, frames_per_sequence: int, camera, lidar, scene, write_lidar) -> list[tuple]:
+    """Per sequence: its seed, length and start time, as ``synthetic.generate_frames`` lays them out."""
     if frames_per_sequence < 1:
         raise DatasetError(f"frames_per_sequence must be >= 1, got {frames_per_sequence}")
-    done, i = 0, 0
+    jobs, done, i = [], 0, 0
     while done < num_frames:
         n = min(frames_per_sequence, num_frames - done)
         t0 = i * (frames_per_sequence * lidar.sweep_period + 1.0)
-        s = sequence_seed(seed, i)
-        layout = build_layout(s, n, lidar, scene)
-        lidar_frames = generate_sequence(s, n, lidar, scene, start_time=t0) if write_lidar else None
-        for k in range(n):
-            lf = next(lidar_frames) if lidar_frames is not None else None
-            yield render_frame(layout, k, camera, t0 + k * lidar.sweep_period), (layout, k, lf)
+        jobs.append((sequence_seed(seed, i), n, t0, camera, lidar, scene, write_lidar))
         done += n
         i += 1
+    return jobs
 
 
 def generate_camera_dataset(
@@ -79,6 +112,7 @@ def generate_camera_dataset(
     progress: bool = True,
     *,
     write_lidar: bool = False,
+    workers: int = 1,
     lidar: LidarSpec | None = None,
     scene: SceneSpec | None = None,
 ) -> Path:
@@ -86,6 +120,7 @@ def generate_camera_dataset(
 
     The COCO file and the info are written last, so a folder holding them is complete.
     ``write_lidar`` also ray-casts and writes each frame's lidar points (slow: seconds per frame).
+    ``workers`` > 1 renders sequences in that many forked processes; the output is byte-identical.
     """
     out_dir = Path(out_dir)
     if num_frames < 1:
@@ -93,80 +128,20 @@ def generate_camera_dataset(
     camera = camera or CameraSpec()
     lidar = lidar or LidarSpec()
     images, annotations, data_list = [], [], []
-    it = _frames(seed, num_frames, frames_per_sequence, camera, lidar, scene, write_lidar)
-    if progress:
-        from tqdm import tqdm
+    jobs = _jobs(seed, num_frames, frames_per_sequence, camera, lidar, scene, write_lidar)
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        seqs = pool.imap(_render_sequence, jobs) if pool is not None else map(_render_sequence, jobs)
+        it: Iterator[_Rendered] = (r for seq in seqs for r in seq)
+        if progress:
+            from tqdm import tqdm
 
-        it = tqdm(it, total=num_frames, desc=f"camera {out_dir}", unit="img")
-    for idx, (cf, (layout, k, lf)) in enumerate(it):
-        ok, png = cv2.imencode(".png", cf.image)
-        if not ok:
-            raise DatasetError(f"{out_dir}: PNG encoding of image {idx} failed")
-        rel = f"images/{idx:06d}.png"
-        atomic_write_bytes(out_dir / rel, png.tobytes())
-        lidar_rel = None
-        if lf is not None:
-            lidar_rel = f"lidar/{idx:06d}.pcd.bin"
-            pts = np.empty((len(lf.points), 5), "<f4")
-            pts[:, :4] = lf.points
-            pts[:, 4] = lf.ring
-            atomic_write_bytes(out_dir / lidar_rel, pts.tobytes())
-        token = f"{cf.scene_token}-{cf.frame_index:05d}-{idx:06d}"
-        image_id = idx + 1
-        images.append(
-            {"id": image_id, "file_name": rel, "width": camera.width, "height": camera.height, "token": token,
-             "timestamp": cf.timestamp}
-        )
-        cam_instances = []
-        for o in cf.objects:
-            x0, y0, x1, y1 = (float(v) for v in o.box)
-            tok = f"{o.instance_id:016x}"
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": coco_category_id(o.label),
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": int(o.ignore),
-                    "ignore": int(o.ignore),
-                    "truncation": o.truncation,
-                    "occlusion": o.occlusion,
-                    "instance_token": tok,
-                }
-            )
-            cam_instances.append(
-                {"bbox": [x0, y0, x1, y1], "bbox_label": o.label, "ignore_flag": bool(o.ignore),
-                 "truncation": o.truncation, "occlusion": o.occlusion, "depth": o.depth,
-                 "instance_token": tok, "instance_index": o.index}
-            )
-        _, boxes3d, vel = layout.object_state(k)
-        instances = [
-            {"bbox_3d": [float(v) for v in boxes3d[m]], "bbox_label_3d": int(layout.labels[m]),
-             "velocity": [float(v) for v in vel[m]], "instance_token": f"{int(layout.instance_ids[m]):016x}"}
-            for m in range(len(boxes3d))
-        ]
-        if lf is not None:
-            for m, inst in enumerate(instances):
-                inst["num_lidar_pts"] = int(lf.num_lidar_points[m])
-        data_list.append(
-            {
-                "sample_idx": idx,
-                "token": token,
-                "timestamp": cf.timestamp,
-                "scene_token": cf.scene_token,
-                "frame_index": cf.frame_index,
-                "lidar_points": {"lidar_path": lidar_rel, "num_pts_feats": 5},
-                "images": {
-                    CAMERA_NAME: {
-                        "img_path": rel, "height": camera.height, "width": camera.width,
-                        "cam2img": camera.K.tolist(), "lidar2cam": camera.T_cam_lidar.tolist(),
-                    }
-                },
-                "instances": instances,
-                "cam_instances": {CAMERA_NAME: cam_instances},
-            }
-        )
+            it = tqdm(it, total=num_frames, desc=f"camera {out_dir}", unit="img")
+        for idx, r in enumerate(it):
+            _write_one(out_dir, idx, r, camera, images, annotations, data_list)
+    finally:
+        if pool is not None:
+            pool.terminate()
     coco = {
         "info": {"description": "awml_deploy synthetic camera", "version": CAMERA_INFO_VERSION, "seed": int(seed)},
         "images": images,
@@ -182,6 +157,72 @@ def generate_camera_dataset(
     atomic_write_json(out_dir / COCO_NAME, coco)
     atomic_write_json(out_dir / INFO_NAME, info)
     return out_dir
+
+
+def _write_one(out_dir: Path, idx: int, r: _Rendered, camera: CameraSpec, images: list, annotations: list,
+               data_list: list) -> None:
+    cf = r.frame
+    rel = f"images/{idx:06d}.png"
+    atomic_write_bytes(out_dir / rel, r.png)
+    lidar_rel = None
+    if r.lidar is not None:
+        lidar_rel = f"lidar/{idx:06d}.pcd.bin"
+        atomic_write_bytes(out_dir / lidar_rel, r.lidar)
+    token = f"{cf.scene_token}-{cf.frame_index:05d}-{idx:06d}"
+    image_id = idx + 1
+    images.append(
+        {"id": image_id, "file_name": rel, "width": camera.width, "height": camera.height, "token": token,
+         "timestamp": cf.timestamp}
+    )
+    cam_instances = []
+    for o in cf.objects:
+        x0, y0, x1, y1 = (float(v) for v in o.box)
+        tok = f"{o.instance_id:016x}"
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": coco_category_id(o.label),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": (x1 - x0) * (y1 - y0),
+                "iscrowd": int(o.ignore),
+                "ignore": int(o.ignore),
+                "truncation": o.truncation,
+                "occlusion": o.occlusion,
+                "instance_token": tok,
+            }
+        )
+        cam_instances.append(
+            {"bbox": [x0, y0, x1, y1], "bbox_label": o.label, "ignore_flag": bool(o.ignore),
+             "truncation": o.truncation, "occlusion": o.occlusion, "depth": o.depth,
+             "instance_token": tok, "instance_index": o.index}
+        )
+    instances = [
+        {"bbox_3d": [float(v) for v in r.boxes3d[m]], "bbox_label_3d": int(r.labels3d[m]),
+         "velocity": [float(v) for v in r.velocities[m]], "instance_token": f"{int(r.instance_ids[m]):016x}"}
+        for m in range(len(r.boxes3d))
+    ]
+    if r.num_lidar_points is not None:
+        for m, inst in enumerate(instances):
+            inst["num_lidar_pts"] = int(r.num_lidar_points[m])
+    data_list.append(
+        {
+            "sample_idx": idx,
+            "token": token,
+            "timestamp": cf.timestamp,
+            "scene_token": cf.scene_token,
+            "frame_index": cf.frame_index,
+            "lidar_points": {"lidar_path": lidar_rel, "num_pts_feats": 5},
+            "images": {
+                CAMERA_NAME: {
+                    "img_path": rel, "height": camera.height, "width": camera.width,
+                    "cam2img": camera.K.tolist(), "lidar2cam": camera.T_cam_lidar.tolist(),
+                }
+            },
+            "instances": instances,
+            "cam_instances": {CAMERA_NAME: cam_instances},
+        }
+    )
 
 
 @dataclass
