@@ -115,7 +115,6 @@ def test_bit_reproducible_and_seed_dependent():
 
 
 def test_dataset_roundtrip_and_coco_self_evaluation(tmp_path):
-    pycocotools = pytest.importorskip("pycocotools")  # noqa: F841 - pinned in requirements.txt
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -156,7 +155,9 @@ def test_dataset_roundtrip_and_coco_self_evaluation(tmp_path):
     assert ev.stats[0] == pytest.approx(1.0) and ev.stats[1] == pytest.approx(1.0)
     # A detection on an ignored box is neither a true nor a false positive.
     ign = [a for a in anns if a["ignore"]][0]
-    extra = dets + [{"image_id": ign["image_id"], "category_id": ign["category_id"], "bbox": ign["bbox"], "score": 0.99}]
+    extra = dets + [
+        {"image_id": ign["image_id"], "category_id": ign["category_id"], "bbox": ign["bbox"], "score": 0.99}
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         ev = COCOeval(gt, gt.loadRes(copy.deepcopy(extra)), "bbox")
         ev.evaluate()

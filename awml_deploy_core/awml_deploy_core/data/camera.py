@@ -358,7 +358,8 @@ def _make_look(layout: SceneLayout, kinds: np.ndarray) -> _Look:
     verge = [np.array([60, 125, 85]), np.array([70, 110, 135]), np.array([85, 140, 110])][int(rng.integers(0, 3))]
     verge = verge + rng.uniform(-15, 15, 3)
     paint = np.array([225, 230, 232]) * rng.uniform(0.85, 1.0)
-    tile = cv2.GaussianBlur(rng.standard_normal((128, 128)).astype(np.float32), (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
+    tile = rng.standard_normal((128, 128)).astype(np.float32)
+    tile = cv2.GaussianBlur(tile, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
     tile = tile / max(float(tile.std()), 1e-6)
     K = len(kinds)
     base = rng.uniform(60, 215, (K, 3))
