@@ -129,7 +129,9 @@ def generate_camera_dataset(
     lidar = lidar or LidarSpec()
     images, annotations, data_list = [], [], []
     jobs = _jobs(seed, num_frames, frames_per_sequence, camera, lidar, scene, write_lidar)
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    pool = None
+    if workers > 1:  # one OpenCV thread per worker: the workers are the parallelism
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,))
     try:
         seqs = pool.imap(_render_sequence, jobs) if pool is not None else map(_render_sequence, jobs)
         it: Iterator[_Rendered] = (r for seq in seqs for r in seq)
