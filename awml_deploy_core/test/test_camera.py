@@ -20,9 +20,15 @@ from awml_deploy_core.data.camera import (
     render_frame,
 )
 from awml_deploy_core.data.camera_dataset import CameraDataset, generate_camera_dataset
-from awml_deploy_core.data.camera_labels import T4_CLASSES, coco_category_id, t4_index_from_category
 from awml_deploy_core.data.synthetic import build_layout, generate_frame
 from awml_deploy_core.errors import ConfigError
+from awml_deploy_core.labels import (
+    T4_2D_CLASSES,
+    autoware_label,
+    coco_category_id,
+    t4_2d_index,
+    t4_2d_index_from_category,
+)
 
 SMALL = CameraSpec.forward(320, 192, hfov_deg=90.0)
 
@@ -30,6 +36,16 @@ SMALL = CameraSpec.forward(320, 192, hfov_deg=90.0)
 # (python -c "...hashlib.sha256(generate_frame(10000).points.tobytes()).hexdigest()"): the scene refactor
 # for the camera must leave the lidar (and the shipped CenterPoint checkpoint's data) bit-identical.
 LIDAR_10000_SHA256 = "58cb48526bb64bc4ea062733641d9020349cde43122a144bffef639ac9d1089e"
+
+
+def test_t4_2d_table():
+    assert T4_2D_CLASSES == ("unknown", "car", "truck", "bus", "trailer", "motorcycle", "pedestrian", "bicycle")
+    assert [t4_2d_index(c) for c in ("car", "truck", "bus", "bicycle", "pedestrian")] == [1, 2, 3, 7, 6]
+    # The T4 2D order is not Autoware's ObjectClassification numbering (bicycle 6, pedestrian 7).
+    assert (autoware_label("pedestrian"), autoware_label("bicycle")) == (7, 6)
+    assert t4_2d_index("MOTORBIKE") == 5
+    with pytest.raises(ValueError):
+        t4_2d_index("tram")
 
 
 def test_lidar_unchanged():
@@ -97,7 +113,7 @@ def test_ground_truth_flags():
             assert 0 <= x0 < x1 <= SMALL.width and 0 <= y0 < y1 <= SMALL.height
             small = (y1 - y0) < 4 or (x1 - x0) * (y1 - y0) < 16
             assert o.ignore == (o.occlusion > 0.8 or small or o.visible_pixels == 0)
-            assert T4_CLASSES[o.label] == o.class_name
+            assert T4_2D_CLASSES[o.label] == o.class_name
     # Objects behind the camera are not annotated; an object fully hidden is kept, flagged ignore.
     assert all(o.depth > 0 for o in objs)
     assert any(o.visible_pixels == 0 and o.ignore for o in objs)
@@ -138,7 +154,7 @@ def test_dataset_roundtrip_and_coco_self_evaluation(tmp_path):
 
     coco = json.loads(ds.coco_path.read_text())
     assert [c["id"] for c in coco["categories"]] == [coco_category_id(i) for i in range(8)]
-    assert all(t4_index_from_category(coco_category_id(i)) == i for i in range(8))
+    assert all(t4_2d_index_from_category(coco_category_id(i)) == i for i in range(8))
     anns = coco["annotations"]
     assert any(a["ignore"] for a in anns) and all(a["iscrowd"] == a["ignore"] for a in anns)
     with contextlib.redirect_stdout(io.StringIO()):

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from .camera_labels import t4_index
+from ..labels import t4_2d_index
 from .lidar import Ground, LidarSpec
 from .synthetic import SceneLayout, SceneSpec, _rng, build_layout, sequence_seed
 
@@ -709,7 +709,7 @@ def _annotate(layout: SceneLayout, boxes: np.ndarray, cc: np.ndarray, inst: np.n
         depth = float((T[:3, :3] @ boxes[j, :3] + T[:3, 3])[2])
         out.append(
             CameraObject(
-                j, int(layout.instance_ids[j]), obj.cls, t4_index(obj.cls), box, trunc, max(occ, 0.0),
+                j, int(layout.instance_ids[j]), obj.cls, t4_2d_index(obj.cls), box, trunc, max(occ, 0.0),
                 int(visible[j]), int(alone[j]), ignore, depth, boxes[j].astype(np.float32),
             )
         )

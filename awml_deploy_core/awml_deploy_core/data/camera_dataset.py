@@ -10,7 +10,7 @@ Layout of ``out_dir``::
 
 COCO: ``images`` (id = sample_idx + 1, file_name relative to out_dir), ``annotations`` with ``bbox``
 ``[x, y, w, h]`` in pixel-edge coordinates, ``area`` = w * h, ``category_id`` = T4 index + 1 (the one
-mapping: :func:`camera_labels.coco_category_id`), ``iscrowd``, plus ``ignore``, ``truncation``,
+mapping: :func:`awml_deploy_core.labels.coco_category_id`), ``iscrowd``, plus ``ignore``, ``truncation``,
 ``occlusion`` and ``instance_token``. An ignored box has ``iscrowd = 1`` as well, so pycocotools treats it
 as an ignore region (detections on it are neither true nor false positives). ``categories`` lists all 8
 T4 classes.
@@ -39,8 +39,8 @@ import numpy as np
 
 from ..bundle import atomic_write_bytes, atomic_write_json
 from ..errors import DatasetError
+from ..labels import T4_2D_CLASSES, coco_categories, coco_category_id
 from .camera import CameraFrame, CameraSpec, render_frame
-from .camera_labels import T4_CLASSES, coco_categories, coco_category_id
 from .lidar import LidarSpec
 from .synthetic import SceneSpec, build_layout, generate_sequence, sequence_seed
 
@@ -152,7 +152,7 @@ def generate_camera_dataset(
     }
     class_names = list((scene or SceneSpec()).class_names)
     info = {
-        "metainfo": {"classes": class_names, "classes_2d": list(T4_CLASSES), "version": CAMERA_INFO_VERSION,
+        "metainfo": {"classes": class_names, "classes_2d": list(T4_2D_CLASSES), "version": CAMERA_INFO_VERSION,
                      "box_origin": [0.5, 0.5, 0.5], "seed": int(seed), "camera": CAMERA_NAME},
         "data_list": data_list,
     }
