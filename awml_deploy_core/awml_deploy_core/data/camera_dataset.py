@@ -120,7 +120,7 @@ def generate_camera_dataset(
 
     The COCO file and the info are written last, so a folder holding them is complete.
     ``write_lidar`` also ray-casts and writes each frame's lidar points (slow: seconds per frame).
-    ``workers`` > 1 renders sequences in that many forked processes; the output is byte-identical.
+    ``workers`` > 1 renders sequences in that many spawned processes; the output is byte-identical.
     """
     out_dir = Path(out_dir)
     if num_frames < 1:
@@ -130,8 +130,8 @@ def generate_camera_dataset(
     images, annotations, data_list = [], [], []
     jobs = _jobs(seed, num_frames, frames_per_sequence, camera, lidar, scene, write_lidar)
     pool = None
-    if workers > 1:  # one OpenCV thread per worker: the workers are the parallelism
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,))
+    if workers > 1:  # spawned (a forked child inherits OpenCV's thread pool and can hang); one OpenCV thread each
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,))
     try:
         seqs = pool.imap(_render_sequence, jobs) if pool is not None else map(_render_sequence, jobs)
         it: Iterator[_Rendered] = (r for seq in seqs for r in seq)
