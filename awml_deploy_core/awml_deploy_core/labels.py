@@ -1,4 +1,5 @@
 """Class name <-> Autoware label: the one table the bag code, the replay and the ROS nodes all use.
+Also the T4 2D detector's class order and its COCO category ids (bottom of the file).
 
 The numbers are those of Autoware's ``autoware_perception_msgs/ObjectClassification``, read from the constants
 of ``awml_deploy_msgs/DetectedObject`` (its ``.msg`` text in :mod:`.data.msg_definitions`), so the table and
@@ -60,5 +61,45 @@ def class_index_by_label(class_names: Sequence[str]) -> dict[int, int]:
     return reverse
 
 
-__all__ = ["AUTOWARE_LABELS", "AUTOWARE_UNKNOWN", "CLASS_TO_AUTOWARE_LABEL", "LABEL_ALIASES", "autoware_label",
-           "autoware_labels", "class_index_by_label", "labels_to_autoware"]
+# ------------------------------------------------------------------------------ T4 2D classes
+# The output order of AWML's T4 2D detectors (YOLOX_opt_elan, Autoware's tensorrt_yolox): class index =
+# position. Not Autoware's ObjectClassification numbers above: there bicycle is 6 and pedestrian 7.
+T4_2D_CLASSES: tuple[str, ...] = (
+    "unknown", "car", "truck", "bus", "trailer", "motorcycle", "pedestrian", "bicycle",
+)
+# COCO category id = T4 2D index + 1 (COCO keeps 0 free); only the two functions below use the offset.
+_COCO_OFFSET = 1
+
+
+def t4_2d_index(class_name: str) -> int:
+    """T4 2D class index of a class name, case-insensitive ("car" -> 1, "bicycle" -> 7)."""
+    key = class_name.strip().lower()
+    key = LABEL_ALIASES.get(key, key)
+    if key not in T4_2D_CLASSES:
+        raise ValueError(f"class {class_name!r} is not a T4 2D class; known: {T4_2D_CLASSES}")
+    return T4_2D_CLASSES.index(key)
+
+
+def coco_category_id(t4_2d: int) -> int:
+    """COCO category id of T4 2D class index ``t4_2d``."""
+    if not 0 <= int(t4_2d) < len(T4_2D_CLASSES):
+        raise ValueError(f"T4 2D class index {t4_2d} out of range 0..{len(T4_2D_CLASSES) - 1}")
+    return int(t4_2d) + _COCO_OFFSET
+
+
+def t4_2d_index_from_category(category_id: int) -> int:
+    """Inverse of :func:`coco_category_id`."""
+    t4 = int(category_id) - _COCO_OFFSET
+    if not 0 <= t4 < len(T4_2D_CLASSES):
+        raise ValueError(f"COCO category id {category_id} is not a T4 2D class (1..{len(T4_2D_CLASSES)})")
+    return t4
+
+
+def coco_categories() -> list[dict]:
+    """The ``categories`` list of a COCO file: all T4 2D classes."""
+    return [{"id": coco_category_id(i), "name": n, "supercategory": "object"} for i, n in enumerate(T4_2D_CLASSES)]
+
+
+__all__ = ["AUTOWARE_LABELS", "AUTOWARE_UNKNOWN", "CLASS_TO_AUTOWARE_LABEL", "LABEL_ALIASES", "T4_2D_CLASSES",
+           "autoware_label", "autoware_labels", "class_index_by_label", "coco_categories", "coco_category_id",
+           "labels_to_autoware", "t4_2d_index", "t4_2d_index_from_category"]
