@@ -1,4 +1,5 @@
-"""summary.json of both replays comes from one ReplaySummary: keys pinned to the format before the merge."""
+"""summary.json of both replays comes from one ReplaySummary: keys pinned (the format before the merge, plus the
+ground_truth block the evaluation-consistency change added)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from awml_deploy_core.replay.summary import SUMMARY_SCHEMA_VERSION, ReplaySummar
 from awml_deploy_core.structures import Boxes3D
 
 NAMES = ("car", "pedestrian")
-SCORE_KEYS = ["class_names", "tolerance_ms", "match_threshold_m", "gt_source", "counts", "drop_rate", "skipped_frames",
+SCORE_KEYS = ["class_names", "tolerance_ms", "match_threshold_m", "gt_source", "ground_truth", "counts", "drop_rate",
+              "skipped_frames",
               "out_of_order_frames", "frame_totals", "map_at_2m", "ap_at_2m", "metrics", "latency_ms"]
 HEAD = ["schema_version", "kind", "mode", "created", "complete", "stopped", "error", "bag", "lidar_topic",
         "max_frames", "backend", "model", "checkpoint", "device"]
