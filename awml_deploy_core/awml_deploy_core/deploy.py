@@ -16,10 +16,10 @@ import torch
 
 from .bundle import Bundle, ensure_writable_dir, sha256_file
 from .config import DeployConfig
-from .errors import ArtifactError, BackendUnavailableError, ConfigError
+from .errors import BackendUnavailableError, ConfigError
 from .export_report import Console, build_report, print_summary
 from .families import ModelFamily, get_family, qdq_artifact
-from .loader import LoadedPipeline, export_graphs, load_pipeline, qdq_onnx, resolve_checkpoint
+from .loader import LoadedPipeline, export_graphs, load_pipeline, onnx_source_paths, qdq_onnx, resolve_checkpoint
 
 INT8 = "onnxruntime_int8"
 
@@ -28,15 +28,8 @@ log = logging.getLogger(__name__)
 
 def existing_onnx(family: ModelFamily, cfg: DeployConfig, bundle: Bundle) -> dict[str, Path]:
     """The graphs modes trt/none use: ``export.onnx_source`` when set, else the bundle's (hash-checked)."""
-    names = family.onnx_file_names(cfg.model)
-    if cfg.export.onnx_source:
-        src = Path(cfg.export.onnx_source)
-        paths = {k: src / n for k, n in names.items()}
-        for p in paths.values():
-            if not p.is_file():
-                raise ArtifactError(f"{p}: ONNX file named by export.onnx_source not found")
-        return paths
-    return {k: bundle.verify(k) for k in names}
+    source = onnx_source_paths(family, cfg)
+    return source if source is not None else {k: bundle.verify(k) for k in family.onnx_file_names(cfg.model)}
 
 
 def _engines(cfg: DeployConfig, bundle: Bundle, reference: Any, onnx: dict[str, Path], samples: list) -> None:

@@ -361,16 +361,24 @@ def select_runners(family: ModelFamily, backend: str, cfg: DeployConfig, device:
     raise ConfigError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def onnx_source_paths(family: ModelFamily, cfg: DeployConfig) -> dict[str, Path] | None:
+    """The graphs in ``export.onnx_source`` (each must exist), or None when it is not set."""
+    if not cfg.export.onnx_source:
+        return None
+    src = Path(cfg.export.onnx_source)
+    paths = {k: src / n for k, n in family.onnx_file_names(cfg.model).items()}
+    for p in paths.values():
+        if not p.is_file():
+            raise ArtifactError(f"{p}: ONNX file named by export.onnx_source not found")
+    return paths
+
+
 def _onnx_for(family: ModelFamily, cfg: DeployConfig, model: _Model, bundle: Bundle | None, bundle_is_source: bool,
               onnx_cache_dir: str | Path | None) -> dict[str, Path]:
     names = family.onnx_file_names(cfg.model)
-    if cfg.export.onnx_source:
-        src = Path(cfg.export.onnx_source)
-        paths = {k: src / n for k, n in names.items()}
-        for p in paths.values():
-            if not p.is_file():
-                raise ArtifactError(f"{p}: ONNX file named by export.onnx_source not found")
-        return paths
+    source = onnx_source_paths(family, cfg)
+    if source is not None:
+        return source
     if bundle is not None and bundle_is_source:
         return {k: bundle.verify(k) for k in names}
     if bundle is not None and model.checkpoint is not None:

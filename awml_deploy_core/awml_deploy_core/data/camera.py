@@ -51,7 +51,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..labels import t4_2d_index
 from .lidar import Ground, LidarSpec
-from .synthetic import SceneLayout, SceneSpec, _rng, build_layout, sequence_seed
+from .synthetic import SceneLayout, SceneSpec, _rng, build_layout, sequence_schedule
 
 #: Ignore rules for 2D ground truth (kept, flagged): occlusion above, box height or area below.
 IGNORE_OCCLUSION = 0.8
@@ -741,14 +741,5 @@ def generate_camera_frames(
     seed: int, num_frames: int, frames_per_sequence: int = 1, camera: CameraSpec | None = None, **kw
 ) -> Iterator[CameraFrame]:
     """Images of ``generate_frames(seed, num_frames, frames_per_sequence, **kw)``: same scenes, same timestamps."""
-    if frames_per_sequence < 1:
-        raise ConfigError(f"frames_per_sequence must be >= 1, got {frames_per_sequence}")
-    start = float(kw.pop("start_time", 0.0))
-    period = (kw.get("lidar") or LidarSpec()).sweep_period
-    done, i = 0, 0
-    while done < num_frames:
-        n = min(frames_per_sequence, num_frames - done)
-        t0 = start + i * (frames_per_sequence * period + 1.0)
-        yield from generate_camera_sequence(sequence_seed(seed, i), n, camera, start_time=t0, **kw)
-        done += n
-        i += 1
+    for scene_seed, n, t0 in sequence_schedule(seed, num_frames, frames_per_sequence, kw):
+        yield from generate_camera_sequence(scene_seed, n, camera, start_time=t0, **kw)

@@ -765,6 +765,14 @@ def generate_frames(seed: int, num_frames: int, frames_per_sequence: int = 1, **
     (``lidar``, ``scene``, ``start_time``). Sequence ``i`` starts at
     ``start_time + i * (frames_per_sequence * sweep_period + 1.0)`` so timestamps increase.
     """
+    for scene_seed, n, t0 in sequence_schedule(seed, num_frames, frames_per_sequence, kw):
+        yield from generate_sequence(scene_seed, n, start_time=t0, **kw)
+
+
+def sequence_schedule(seed: int, num_frames: int, frames_per_sequence: int,
+                      kw: dict) -> Iterator[tuple[int, int, float]]:
+    """(scene seed, frames, start time) of each sequence of a drive; pops ``start_time`` from ``kw``. Shared by the
+    lidar and camera generators, so both render the same scenes at the same timestamps."""
     if frames_per_sequence < 1:
         raise ConfigError(f"frames_per_sequence must be >= 1, got {frames_per_sequence}")
     start = float(kw.pop("start_time", 0.0))
@@ -772,8 +780,7 @@ def generate_frames(seed: int, num_frames: int, frames_per_sequence: int = 1, **
     done, i = 0, 0
     while done < num_frames:
         n = min(frames_per_sequence, num_frames - done)
-        t0 = start + i * (frames_per_sequence * period + 1.0)
-        yield from generate_sequence(sequence_seed(seed, i), n, start_time=t0, **kw)
+        yield sequence_seed(seed, i), n, start + i * (frames_per_sequence * period + 1.0)
         done += n
         i += 1
 
