@@ -82,9 +82,9 @@ def test_valid_encodings_give_bgr(encoding, pad):
     np.testing.assert_array_equal(out, reference)
     assert info.row_padding == pad and info.step == w * CHANNELS[encoding] + pad
     assert not out.flags.writeable
-    # Every encoding is a view of the message, padding bytes never read (they would show as 0xAB).
-    assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
-    assert info.contiguous == (encoding == "bgr8" and pad == 0) == out.flags.c_contiguous
+    # bgr8 is a view of the message (padding bytes are never read: they would show as 0xAB); the others one copy.
+    assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8)) == (encoding == "bgr8")
+    assert info.contiguous == (encoding != "bgr8" or pad == 0) == out.flags.c_contiguous
     np.testing.assert_array_equal(cv2.resize(out, (w * 2, h * 2), interpolation=cv2.INTER_NEAREST)[::2, ::2], reference)
 
 
