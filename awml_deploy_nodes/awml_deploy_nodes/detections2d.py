@@ -75,8 +75,8 @@ def msg_to_detections2d(msg: Detections2D) -> tuple[np.ndarray, np.ndarray, np.n
 
 def _header_bytes(header: Any) -> bytes:
     frame = header.frame_id.encode("utf-8") + b"\x00"
-    return (np.array([header.stamp.sec], "<i4").tobytes() + np.array([header.stamp.nanosec, len(frame)], "<u4").tobytes()
-            + frame)
+    sec = np.array([header.stamp.sec], "<i4").tobytes()
+    return sec + np.array([header.stamp.nanosec, len(frame)], "<u4").tobytes() + frame
 
 
 def detections2d_cdr(boxes_xyxy: Any, scores: Any, labels: Any, header: Any) -> bytes:

@@ -114,7 +114,8 @@ def check_image_header(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
     channels = ENCODINGS.get(encoding)
     if channels is None:
         raise MalformedImageError(
-            "unsupported_encoding", f"encoding {encoding!r}; supported are {sorted(ENCODINGS)} (publish bgr8/rgb8/mono8)"
+            "unsupported_encoding",
+            f"encoding {encoding!r}; supported are {sorted(ENCODINGS)} (publish bgr8/rgb8/mono8)",
         )
     if int(msg.is_bigendian) not in (0, 1):
         raise MalformedImageError("bad_endianness_field", f"is_bigendian is {msg.is_bigendian}; it must be 0 or 1")
@@ -130,7 +131,9 @@ def check_image_header(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Imag
         raise MalformedImageError("bad_step", f"step {step} < width {width} x {channels} B/pixel ({encoding}) = {row}")
     size = len(msg.data)
     if size == 0:
-        raise MalformedImageError("empty_data", f"data is empty; a {width}x{height} {encoding} image needs {step * height} B")
+        raise MalformedImageError(
+            "empty_data", f"data is empty; a {width}x{height} {encoding} image needs {step * height} B"
+        )
     if size != step * height:
         raise MalformedImageError(
             "data_size_mismatch", f"data holds {size} B; step {step} x height {height} needs exactly {step * height} B"
@@ -190,7 +193,8 @@ def check_compressed_header(
     magic = _JPEG_MAGIC if codec == "jpeg" else _PNG_MAGIC
     if not head.startswith(magic):
         raise MalformedImageError(
-            "compressed_format_mismatch", f"format {msg.format!r} but the data starts with {head[:8].hex()}, not {magic.hex()}"
+            "compressed_format_mismatch",
+            f"format {msg.format!r} but the data starts with {head[:8].hex()}, not {magic.hex()}",
         )
     info = ImageInfo(encoding=codec, compressed_bytes=size)
     if codec == "png" and len(head) >= 24 and head[12:16] == b"IHDR":
@@ -202,7 +206,8 @@ def check_compressed_header(
 def _check_decoded_size(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise MalformedImageError(
-            "too_large", f"compressed image of {width}x{height} = {width * height} pixels exceeds max_pixels {max_pixels}"
+            "too_large",
+            f"compressed image of {width}x{height} = {width * height} pixels exceeds max_pixels {max_pixels}",
         )
 
 

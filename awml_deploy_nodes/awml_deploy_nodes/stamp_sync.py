@@ -20,9 +20,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DROP_REASONS", "StampSync", "SyncedSet"]
+__all__ = ["DROP_REASONS", "StampSync", "SyncedSet", "stamp_to_ns"]
 
 DROP_REASONS = ("late", "unmatched", "overflow")
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time (``header.stamp``) -> int nanoseconds, the unit :class:`StampSync` compares."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,8 @@ def _with(**changes) -> Image:
 
 
 RAW_CASES = {
-    "unsupported_encoding": [_with(encoding="bgra8"), _with(encoding="BGR8"), _with(encoding="16UC1"), _with(encoding="")],
+    "unsupported_encoding": [_with(encoding="bgra8"), _with(encoding="BGR8"), _with(encoding="16UC1"),
+                             _with(encoding="")],
     "bad_endianness_field": [_with(is_bigendian=2), _with(is_bigendian=255)],
     "zero_size": [_with(width=0), _with(height=0), Image(encoding="mono8")],
     "too_large": [_with(width=100_000, height=100_000)],

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awml_deploy_nodes.stamp_sync import DROP_REASONS, StampSync
+from awml_deploy_nodes.stamp_sync import DROP_REASONS, StampSync, stamp_to_ns
 
 MS = 1_000_000
 PERIOD = 100 * MS  # 10 Hz cameras
@@ -147,3 +147,10 @@ def test_matchable_streams_lose_nothing_in_any_interleaving(num_inputs, gaps, da
     assert len(got) == len(frames) and sum(sync.dropped.values()) == 0 and sync.pending == [0] * num_inputs
     for stamps, t in zip(got, frames):
         assert all(abs(s - t) <= window // 2 for s in stamps)
+
+
+def test_stamp_to_ns():
+    from builtin_interfaces.msg import Time
+
+    assert stamp_to_ns(Time(sec=1_700_000_000, nanosec=999_999_999)) == 1_700_000_000_999_999_999
+    assert stamp_to_ns(Time(sec=-1, nanosec=500_000_000)) == -500_000_000
