@@ -10,7 +10,6 @@ import builtins
 import json
 import logging
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -36,9 +35,9 @@ from awml_deploy_core.evaluate import metric_config
 from awml_deploy_core.metrics.detection3d import evaluate_detection3d
 from awml_deploy_core.models.centerpoint import build_centerpoint
 from awml_deploy_core.models.checkpoint import save_checkpoint
-from awml_deploy_core.replay import fleet as fleet_mod
 from awml_deploy_core.replay.fleet import (FLEET_EXTRA, TIMING_KEYS, FleetSettings, _finish_set, evidence_from_json,
                                            evidence_to_json, fleet_evaluate, import_ray, resolve_bags)
+from awml_deploy_core.replay.report import compare_runs
 from awml_deploy_core.replay.scoring import FrameRecord, FrameScorer, GroundTruth, scores_from_evidence
 from awml_deploy_core.structures import Boxes3D
 
@@ -137,6 +136,8 @@ def test_workers_equal_in_process_and_all_frames(setup, in_process, ray_local):
     direct = evaluate_detection3d(dets, gts, metric_config(cfg.model, cfg.evaluate)).to_dict()
     assert direct == b["metrics"]
     assert a["fleet"]["bags"][0]["status"] == "ok" and "Bags (6)" in (root / "ray" / "report.md").read_text()
+    code, cmp = compare_runs(root / "inproc", root / "ray")  # the single-bag comparison and gate, on sets
+    assert code == 0 and all(g["passed"] for g in cmp["gates"])
 
 
 def _evidence(class_names, stamp, gt_xy, det_xy_score):

@@ -92,12 +92,17 @@ def resolve_bags(spec: str | Path) -> list[Path]:
 
 
 def bag_sha256(path: Path) -> str:
-    """sha256 over the bag's files (names and contents); a path that is not there hashes by its name alone."""
+    """The bag's fingerprint: sha256 over metadata.yaml's bytes (message counts, time span, storage files) and
+    every file's name, size and modification time. Reading every byte would cost a full pass over a set of
+    recorded drives (about 1 GB per one-minute bag) before any work; a bag re-recorded or rewritten in place
+    changes its fingerprint. A path that is not there fingerprints by its name alone."""
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
     for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        h.update(sha256_file(f).encode())
+        st = f.stat()
+        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        if f.name == "metadata.yaml":
+            h.update(f.read_bytes())
     if not files:
         h.update(f"missing:{path}".encode())
     return h.hexdigest()
@@ -167,13 +172,15 @@ def _worker_config(cfg: DeployConfig, threads: int) -> DeployConfig:
     return cfg
 
 
-def _pipeline(cfg: DeployConfig, backend: str) -> Any:
+def _pipeline(cfg: DeployConfig, backend: str) -> tuple[Any, bool]:
+    """This process's pipeline for (cfg, backend), and whether it was loaded just now (then it needs warm-up)."""
     from ..loader import load_pipeline
 
     key = sha256_json({"cfg": cfg.model_dump(mode="json"), "backend": backend})
-    if key not in _PIPELINES:
+    fresh = key not in _PIPELINES
+    if fresh:
         _PIPELINES[key] = load_pipeline(cfg, backend)
-    return _PIPELINES[key]
+    return _PIPELINES[key], fresh
 
 
 def release_pipelines() -> None:
@@ -209,9 +216,10 @@ def evaluate_bag(bag: str, cfg: DeployConfig, settings: FleetSettings, *,
     try:
         with open_replay(bag, cfg, settings.lidar_topic, settings.gt_topic, settings.gt_info, settings.tolerance_ms,
                          settings.strict_order) as (reader, scorer):
-            loaded = _pipeline(cfg, settings.backend)
-            _replay_loop(reader, settings.lidar_topic, loaded.pipeline, scorer, _FrameLog(None), cfg.evaluate.warmup,
-                         stop, False, settings.max_frames, maybe_die)
+            loaded, fresh = _pipeline(cfg, settings.backend)
+            warmup = cfg.evaluate.warmup if fresh else 0  # a worker's later bags reuse the warm pipeline
+            _replay_loop(reader, settings.lidar_topic, loaded.pipeline, scorer, _FrameLog(None), warmup, stop, False,
+                         settings.max_frames, maybe_die)
             provenance = loaded.provenance()
     except AwmlDeployError as e:
         return {**result, "status": "failed", "error": str(e), "wall_s": time.perf_counter() - t0}
@@ -228,10 +236,13 @@ def evaluate_bag(bag: str, cfg: DeployConfig, settings: FleetSettings, *,
 
 
 # --------------------------------------------------------------------------------------------- executors
-def import_ray() -> Any:
-    """Ray, imported on first use; missing: one line naming the extra."""
+def import_ray(local: bool = True) -> Any:
+    """Ray, imported on first use; missing: one line naming the extra. ``local``: this process will start a
+    one-machine cluster, whose node address is then the loopback one (Ray reads this at import; without it Ray
+    works out a routable address of this machine, which only a multi-machine cluster needs)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves this machine
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # node address = loopback, no address probe
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -245,7 +256,7 @@ def ray_cluster(workers: int | None, address: str | None, device: str, threads: 
     """A Ray connection: ``address`` joins that cluster; else a local one with ``workers`` CPUs (and GPUs when
     ``device`` is CUDA), every server on 127.0.0.1, no dashboard. One already initialised here is reused (and
     left running)."""
-    ray = import_ray()
+    ray = import_ray(local=address is None)
     if ray.is_initialized():
         yield ray
         return
@@ -373,7 +384,7 @@ def fleet_evaluate(spec: str | Path | Sequence[str | Path], cfg: DeployConfig, s
         bags, label = [Path(b) for b in spec], f"{len(spec)} bags"
     use_ray = workers is not None or address is not None
     if use_ray:
-        import_ray()  # the missing-extra error before any work
+        import_ray(local=address is None)  # the missing-extra error before any work
     out = ensure_writable_dir(Path(out_dir) if out_dir is not None else default_fleet_dir(cfg, label, settings.backend))
     for stale in ("summary.json", "report.md", "frames.jsonl"):
         (out / stale).unlink(missing_ok=True)
