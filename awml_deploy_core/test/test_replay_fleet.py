@@ -123,15 +123,15 @@ def test_workers_equal_in_process_and_all_frames(setup, in_process, ray_local):
     assert _untimed(_frames(root / "ray")) == _untimed(_frames(root / "inproc"))
     for r_ray, r_in in zip(ours.results, in_process.results):
         assert _untimed(r_ray["frames"]) == _untimed(r_in["frames"])
-        assert r_ray["evidence"]["detections"] == r_in["evidence"]["detections"]
+        ours, theirs = evidence_to_json(r_ray["evidence"]), evidence_to_json(r_in["evidence"])
+        assert ours["detections"] == theirs["detections"] and ours["ground_truth"] == theirs["ground_truth"]
     assert len({r["pid"] for r in ours.results}) == 2  # both workers took bags
     # The metrics function on all frames directly: the workers' detections, ground truth read from the bags here.
     dets, gts = [], []
     for bag, r in zip(bags, ours.results):
         with BagReader(bag) as reader:
             gt_by_stamp = dict(read_detected_objects(reader, DEFAULT_GT_TOPIC, cfg.model.class_names))
-        ev = evidence_from_json(r["evidence"])
-        dets += ev.detections
+        dets += r["evidence"].detections
         gts += [gt_by_stamp[f["stamp_ns"]] for f in r["frames"]]
     direct = evaluate_detection3d(dets, gts, metric_config(cfg.model, cfg.evaluate)).to_dict()
     assert direct == b["metrics"]
@@ -159,7 +159,7 @@ def test_set_ap_is_all_frames_not_mean_of_bags(setup, tmp_path):
     results = []
     for name, sc in (("a", bag_a), ("b", bag_b)):
         results.append({"status": "ok", "frames": sc.frames, "out_of_order": [], "gt_source": "made", "key": name,
-                        "evidence": json.loads(json.dumps(evidence_to_json(sc.evidence())))})
+                        "evidence": evidence_from_json(json.loads(json.dumps(evidence_to_json(sc.evidence()))))})
     out = _finish_set(tmp_path, "made", [Path("a"), Path("b")], results, cfg, SETTINGS, None, False, 1.0, 2, None,
                       None)
     set_ap = out.summary["metrics"]["ap"]["car"]["2.0"]
@@ -207,8 +207,9 @@ def test_killed_worker_is_retried_and_exact(setup, in_process, ray_local, tmp_pa
     assert out.exit_code == 0 and [r["status"] for r in out.results] == ["ok", "ok"]
     for r, ref in zip(out.results, in_process.results[:2]):
         assert _untimed(r["frames"]) == _untimed(ref["frames"])
+        ours, theirs = evidence_to_json(r["evidence"]), evidence_to_json(ref["evidence"])
         for k in ("detections", "ground_truth", "no_points"):  # all but the latency timings
-            assert r["evidence"][k] == ref["evidence"][k]
+            assert ours[k] == theirs[k]
     # The same two bags' set aggregate from the in-process results (resumed, nothing re-run) is identical.
     shutil.copytree(root / "inproc" / "bags", tmp_path / "ref" / "bags")
     ref = fleet_evaluate(bags[:2], cfg, SETTINGS, out_dir=tmp_path / "ref", progress=False)

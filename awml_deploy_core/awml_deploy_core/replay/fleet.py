@@ -355,7 +355,7 @@ class FleetOutcome:
     exit_code: int
     out_dir: Path
     summary: dict[str, Any]
-    results: list[dict[str, Any] | None] = field(default_factory=list)
+    results: list[dict[str, Any] | None] = field(default_factory=list)  # per bag; "evidence" as ScoredEvidence
 
 
 def default_fleet_dir(cfg: DeployConfig, spec: str | Path, backend: str) -> Path:
@@ -399,6 +399,7 @@ def fleet_evaluate(spec: str | Path | Sequence[str | Path], cfg: DeployConfig, s
             r = json.loads(path.read_text(encoding="utf-8"))
             if r.get("status") == "ok" and r.get("key") == key:
                 r["resumed"] = True
+                r["evidence"] = evidence_from_json(r["evidence"])
                 results[i] = r
                 log.info("skipping finished bag %s (result %s; --force to evaluate it again)", bag, path)
                 continue
@@ -421,6 +422,7 @@ def fleet_evaluate(spec: str | Path | Sequence[str | Path], cfg: DeployConfig, s
         results[i] = r
         if r["status"] == "ok":
             atomic_write_json(result_path(out, bags[i], keys[i]), r)
+            r["evidence"] = evidence_from_json(r["evidence"])  # arrays: a few KB a frame instead of Python lists
             frames_new += len(r["frames"])
         elif r["status"] == "failed":
             failures += 1
@@ -474,7 +476,7 @@ def _finish_set(out: Path, label: str, bags: list[Path], results: list[dict[str,
         row: dict[str, Any] = {"bag": str(bag), "status": "not run" if r is None else r["status"],
                                "error": None if r is None else r.get("error")}
         if r is not None and r["status"] == "ok":
-            ev = evidence_from_json(r["evidence"])
+            ev = r["evidence"]
             parts.append(ev)
             base = len(frames)
             out_of_order += [base + k for k in r["out_of_order"]]
