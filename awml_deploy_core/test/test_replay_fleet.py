@@ -123,8 +123,8 @@ def test_workers_equal_in_process_and_all_frames(setup, in_process, ray_local):
     assert _untimed(_frames(root / "ray")) == _untimed(_frames(root / "inproc"))
     for r_ray, r_in in zip(ours.results, in_process.results):
         assert _untimed(r_ray["frames"]) == _untimed(r_in["frames"])
-        ours, theirs = evidence_to_json(r_ray["evidence"]), evidence_to_json(r_in["evidence"])
-        assert ours["detections"] == theirs["detections"] and ours["ground_truth"] == theirs["ground_truth"]
+        e_ray, e_in = evidence_to_json(r_ray["evidence"]), evidence_to_json(r_in["evidence"])
+        assert e_ray["detections"] == e_in["detections"] and e_ray["ground_truth"] == e_in["ground_truth"]
     assert len({r["pid"] for r in ours.results}) == 2  # both workers took bags
     # The metrics function on all frames directly: the workers' detections, ground truth read from the bags here.
     dets, gts = [], []
