@@ -26,7 +26,8 @@ setup(
         "matplotlib>=3.7",
         "rosbags>=0.10",
     ],
-    extras_require={"tensorrt": ["tensorrt>=8.6", "polygraphy>=0.49"], "simplify": ["onnxslim>=0.1.30"]},
+    extras_require={"tensorrt": ["tensorrt>=8.6", "polygraphy>=0.49"], "simplify": ["onnxslim>=0.1.30"],
+                    "fleet": ["ray>=2.40"]},
     zip_safe=False,
     entry_points={
         "console_scripts": [

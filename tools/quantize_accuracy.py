@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--calibration-frames", type=int, default=32)
     ap.add_argument("--guard-frames", type=int, default=48)
     ap.add_argument("--max-metric-drop", type=float, default=0.01)
+    ap.add_argument("--graphs", nargs="+", choices=["encoder", "head"], default=None,
+                    help="graphs to quantize (default: export.quantize.graphs' default)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("root",):
@@ -45,7 +47,8 @@ def main() -> int:
     data = DataConfig(num_frames=args.frames, seed=args.seed)
     ev = EvaluateConfig(warmup=0)
     q = QuantizeConfig(enabled=True, method=args.method, calibration_frames=args.calibration_frames,
-                       guard_frames=args.guard_frames, max_metric_drop=args.max_metric_drop)
+                       guard_frames=args.guard_frames, max_metric_drop=args.max_metric_drop,
+                       **({"graphs": args.graphs} if args.graphs else {}))
     cache = args.out / "data"
     samples = take_samples(open_dataset(data, cache, cfg.class_names, progress=False), args.frames, progress=False)
     t0 = time.time()

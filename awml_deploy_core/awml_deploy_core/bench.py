@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 SECTIONS = ("data", "voxelize", "model", "encoder", "metrics", "backends", "int8")
+EXTRA_SECTIONS = ("fleet",)  # minutes long: only with --only fleet
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -199,9 +200,69 @@ def bench_int8(rows: list[tuple[str, str, str]], repeats: int, fp32_dir: Path | 
                          f"speed-up fp32/INT8 = {med['fp32'] / med['int8']:.2f}x (target >= 1.5x)"))
 
 
+def bench_fleet(rows: list[tuple[str, str, str]], repeats: int, bags: int = 6, seconds: float = 2.0,
+                backend: str = "pytorch") -> None:
+    """Fleet replay (issue 15) on a local Ray cluster of 2 CPUs: the same set of generated bags with 1 and with 2
+    workers, alternated (1, 2, 2, 1, ...), median walls side by side; plus the per-task overhead and the
+    throughput of one worker, the numbers the README's scale notes are computed from."""
+    import os
+
+    from .config import DeployConfig, EvaluateConfig
+    from .data.rosbag_io import write_synthetic_bag
+    from .replay.fleet import FleetSettings, fleet_evaluate, ray_cluster
+
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="awml_bench_fleet_") as tmp, ray_cluster(2, None, "cpu") as ray:
+        root = Path(tmp)
+        paths = [write_synthetic_bag(root / "set" / f"drive_{i}", seconds, seed=30_000 + i, progress=False).path
+                 for i in range(bags)]
+        cfg = DeployConfig(work_dir=str(root / "work"), evaluate=EvaluateConfig(warmup=1))
+        settings = FleetSettings(backend=backend)
+
+        def run(workers: int, tag: str) -> tuple[float, object]:
+            t0 = time.perf_counter()
+            out = fleet_evaluate(paths, cfg, settings, workers=workers, out_dir=root / tag, force=True,
+                                 progress=False)
+            return time.perf_counter() - t0, out
+
+        run(2, "warm")  # each worker process loads its pipeline once; later tasks reuse it
+        walls: dict[int, list[float]] = {1: [], 2: []}
+        one = None
+        for k in range(max(1, repeats // 3)):
+            for w in ((1, 2) if k % 2 == 0 else (2, 1)):
+                wall, out = run(w, f"w{w}_{k}")
+                walls[w].append(wall)
+                one = out if w == 1 else one
+        noop = ray.remote(lambda: None).options(num_cpus=1)
+        ray.get(noop.remote())
+        t0 = time.perf_counter()
+        for _ in range(20):
+            ray.get(noop.remote())
+        task_ms = (time.perf_counter() - t0) / 20 * 1e3
+    frames = one.summary["counts"]["frames"]  # type: ignore[attr-defined]
+    w1, w2 = statistics.median(walls[1]), statistics.median(walls[2])
+    in_task = [r["wall_s"] - sum(f["latency_ms"]["total"] + f["io_ms"] for f in r["frames"]) / 1e3
+               for r in one.results]  # type: ignore[attr-defined]
+    driver = w1 - sum(r["wall_s"] for r in one.results)  # type: ignore[attr-defined]
+    note = f"{bags} bags x {seconds:g} s ({frames} frames, {backend}, shipped model); load avg {load:.1f} on " \
+           f"{os.cpu_count()} cores"
+    rows.append(("fleet replay, 1 worker", f"{w1:.1f} s", f"{frames / w1:.2f} frames/s per worker; {note}"))
+    rows.append(("fleet replay, 2 workers", f"{w2:.1f} s", f"speed-up 1->2 workers = {w1 / w2:.2f}x (target >= 1.6x)"))
+    rows.append(("fleet per-task overhead", f"{statistics.median(in_task) * 1e3:.0f} ms/bag",
+                 f"in the task, besides its frames (open the bag, read its ground truth, return the result); "
+                 f"an empty Ray task round trip {task_ms:.1f} ms"))
+    rows.append(("fleet driver, per set", f"{driver:.2f} s", f"{bags} bags, 1 worker: fingerprints, scheduling, "
+                 f"results written, one aggregation over all frames, report with plots"))
+    io = statistics.median(f["io_ms"] for r in one.results for f in r["frames"])  # type: ignore[attr-defined]
+    pipe = statistics.median(f["latency_ms"]["total"] for r in one.results for f in r["frames"])  # type: ignore
+    rows.append(("fleet per frame, 1 worker", f"{1e3 * w1 / frames:.0f} ms", f"pipeline {pipe:.0f} ms, bag read + "
+                 f"decode {io:.1f} ms (medians); the rest is scoring and the per-task and per-set costs above"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="awml-deploy bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections (default: all)")
+    ap.add_argument("--only", nargs="*", choices=SECTIONS + EXTRA_SECTIONS,
+                    help=f"run only these sections (default: all but {', '.join(EXTRA_SECTIONS)})")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (default 7)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: the pipeline on the GPU per stage and precision, and mAP by precision (bench_gpu)")
@@ -209,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[tuple[str, str, str]] = []
     funcs = {"data": bench_data, "voxelize": bench_voxelize, "model": bench_model, "encoder": bench_encoder,
-             "metrics": bench_metrics, "backends": bench_backends, "int8": bench_int8}
+             "metrics": bench_metrics, "backends": bench_backends, "int8": bench_int8, "fleet": bench_fleet}
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80
     if args.device == "cuda":  # the GPU section alone (bench_gpu.py)
         from .bench_gpu import bench_cuda, bench_cuda_accuracy

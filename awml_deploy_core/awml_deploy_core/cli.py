@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import AwmlDeployError, UsageError
 
@@ -79,11 +80,13 @@ def _run_make_bag(args: argparse.Namespace) -> int:
 
 
 def _add_replay_eval(sub: argparse._SubParsersAction) -> None:
-    from .replay.arguments import add_replay_arguments
+    from .replay.arguments import add_fleet_arguments, add_replay_arguments
 
-    p = sub.add_parser("replay-eval", help="replay a rosbag through the pipeline (no ROS) and score it against "
-                                          "ground truth, with pass/fail criteria")
-    add_replay_arguments(p, "<work_dir>/replay/<bag>_<backend>")
+    p = sub.add_parser("replay-eval", help="replay a rosbag (or a set of them: a folder of bags, a glob or a list "
+                                          "file) through the pipeline (no ROS) and score it against ground truth, "
+                                          "with pass/fail criteria")
+    add_replay_arguments(p, "<work_dir>/replay/<bag>_<backend>, for a set <work_dir>/replay/fleet_<set>_<backend>")
+    add_fleet_arguments(p)
     p.add_argument("--strict-order", action="store_true",
                    help="fail on cloud stamps that go backwards (default: warn, score by stamp, list them)")
     p.add_argument("--max-frames", type=int, help="stop after this many clouds")
@@ -105,6 +108,12 @@ def _run_replay_eval(args: argparse.Namespace) -> int:
         criteria = load_criteria(args.criteria)
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    from .replay.fleet import is_bag
+
+    bag = Path(args.bag)
+    if args.workers is not None or args.address is not None or (
+            not is_bag(bag) and (bag.exists() or any(ch in args.bag for ch in "*?["))):
+        return _run_fleet(args, cfg, criteria)
     from .replay.offline import benchmark_overhead, replay_evaluate
 
     if args.benchmark:
@@ -129,6 +138,30 @@ def _run_replay_eval(args: argparse.Namespace) -> int:
     for g in s["gates"]:
         print(f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}: {g['detail']}")
     print(f"report: {outcome.out_dir / 'report.md'} (summary.json, frames.jsonl)")
+    return outcome.exit_code
+
+
+def _run_fleet(args: argparse.Namespace, cfg: Any, criteria: Any) -> int:
+    from .replay.fleet import FleetSettings, fleet_evaluate
+
+    if args.benchmark:
+        raise UsageError("--benchmark measures one bag; give a single bag without --workers / --address")
+    settings = FleetSettings(backend=args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+                             gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, strict_order=args.strict_order,
+                             max_frames=args.max_frames, threads=args.threads)
+    outcome = fleet_evaluate(args.bag, cfg, settings, workers=args.workers, address=args.address, out_dir=args.out,
+                             criteria=criteria, criteria_source=args.criteria or "criteria", force=args.force)
+    s = outcome.summary
+    c, f = s["counts"], s["fleet"]
+    ok = sum(1 for r in f["bags"] if r["status"] == "ok")
+    print(f"{ok}/{len(f['bags'])} bags ({f['resumed']} resumed), {c['frames']} frames: {c['scored']} scored, "
+          f"{c['skipped']} skipped; set mAP@2m "
+          f"{s['map_at_2m'] if s['map_at_2m'] is None else round(s['map_at_2m'], 4)} (all frames at once)")
+    for r in f["failures"]:
+        print(f"FAILED {r['bag']}: {r['error']}")
+    for g in s["gates"]:
+        print(f"{'PASS' if g['passed'] else 'FAIL'} {g['name']}: {g['detail']}")
+    print(f"report: {outcome.out_dir / 'report.md'} (summary.json, frames.jsonl, bags/)")
     return outcome.exit_code
 
 

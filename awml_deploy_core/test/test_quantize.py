@@ -23,7 +23,7 @@ from awml_deploy_core.export.onnx_export import check_centerpoint_contract, expo
 from awml_deploy_core.models.checkpoint import load_checkpoint
 
 EVAL = DataConfig(num_frames=3, seed=10_000)
-Q = QuantizeConfig(enabled=True, method="minmax", calibration_frames=2, guard_frames=3)
+Q = QuantizeConfig(enabled=True, method="minmax", calibration_frames=2, guard_frames=3, graphs=["encoder", "head"])
 
 
 @pytest.fixture(scope="module")

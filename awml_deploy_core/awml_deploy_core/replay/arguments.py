@@ -42,4 +42,17 @@ def add_replay_arguments(parser: argparse.ArgumentParser, out_default: str) -> N
     add_config_overrides(parser)
 
 
-__all__ = ["DEFAULT_BACKEND", "REPLAY_BACKENDS", "add_config_overrides", "add_replay_arguments"]
+def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    """--workers, --address, --force: a set of bags (BAG a folder of bags, a glob or a list file) on Ray."""
+    parser.add_argument("--workers", type=int,
+                        help="evaluate the bags as tasks on a local Ray cluster of N workers (one per CPU core, or per "
+                             "GPU with --device cuda); needs the [fleet] extra")
+    parser.add_argument("--address", help="evaluate on an existing Ray cluster (e.g. ray://head:10001 or auto)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per bag task, in-process and on every worker alike (default: 1; the same "
+                             "count everywhere keeps results bit-identical)")
+    parser.add_argument("--force", action="store_true",
+                        help="evaluate every bag of a set again, even those with a finished result in --out")
+
+
+__all__ = ["DEFAULT_BACKEND", "REPLAY_BACKENDS", "add_config_overrides", "add_fleet_arguments", "add_replay_arguments"]

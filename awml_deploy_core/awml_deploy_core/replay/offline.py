@@ -155,6 +155,24 @@ def default_out_dir(cfg: DeployConfig, bag: Path, backend: str) -> Path:
     return Path(cfg.work_dir) / "replay" / f"{Path(bag).name}_{backend}"
 
 
+@contextmanager
+def open_replay(bag: str | Path, cfg: DeployConfig, lidar_topic: str = DEFAULT_LIDAR_TOPIC,
+                gt_topic: str | None = None, gt_info: str | Path | None = None,
+                tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+                strict_order: bool = False) -> Iterator[tuple[BagReader, FrameScorer]]:
+    """The bag open with its lidar topic checked and its ground truth read, and the scorer of its frames: what
+    one bag's replay starts from (the single-bag command and each task of the fleet replay alike)."""
+    from ..evaluate import metric_config
+
+    with BagReader(bag) as reader:
+        reader.require(lidar_topic, (POINTCLOUD2,), "lidar")
+        gt = open_ground_truth(reader, cfg.model.class_names, gt_topic, gt_info)
+        log.info("bag %s: %d clouds on %s; ground truth: %s (%s)", bag, reader.topics[lidar_topic].count,
+                 lidar_topic, gt.source, gt.span())
+        yield reader, FrameScorer(gt, cfg.model.class_names, tolerance_ms, metric_config(cfg.model, cfg.evaluate),
+                                  strict_order)
+
+
 def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxruntime", *,
                     lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str | None = None,
                     gt_info: str | Path | None = None, tolerance_ms: float = DEFAULT_TOLERANCE_MS,
@@ -165,8 +183,6 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
     from ..loader import check_backend
 
     check_backend(backend)  # one line when the backend's runtime is missing, before the bag is read
-    from ..evaluate import metric_config
-
     bag = Path(bag)
     class_names = cfg.model.class_names
     if criteria is not None:
@@ -175,17 +191,13 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
         from ..errors import UsageError
 
         raise UsageError(f"--tolerance-ms must be >= 0, got {tolerance_ms}")
-    with BagReader(bag) as reader:
-        reader.require(lidar_topic, (POINTCLOUD2,), "lidar")
-        gt = open_ground_truth(reader, class_names, gt_topic, gt_info)
-        log.info("bag %s: %d clouds on %s; ground truth: %s (%s)", bag, reader.topics[lidar_topic].count,
-                 lidar_topic, gt.source, gt.span())
+    with open_replay(bag, cfg, lidar_topic, gt_topic, gt_info, tolerance_ms, strict_order) as (reader, scorer):
+        gt = scorer.gt
         loaded = load_pipeline(cfg, backend)
         pipeline, ckpt = loaded.pipeline, loaded.provenance()
         out = ensure_writable_dir(Path(out_dir) if out_dir is not None else default_out_dir(cfg, bag, backend))
         for stale in ("summary.json", "report.md"):
             (out / stale).unlink(missing_ok=True)
-        scorer = FrameScorer(gt, class_names, tolerance_ms, metric_config(cfg.model, cfg.evaluate), strict_order)
         frame_log = _FrameLog(out / "frames.jsonl")
         stopped, error, failure = None, None, None
         t0 = time.perf_counter()
@@ -301,4 +313,4 @@ def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxr
     }
 
 
-__all__ = ["ReplayOutcome", "benchmark_overhead", "default_out_dir", "replay_evaluate"]
+__all__ = ["ReplayOutcome", "benchmark_overhead", "default_out_dir", "open_replay", "replay_evaluate"]

@@ -306,10 +306,41 @@ class FrameScorer:
         self.frames.append(line)
         return line
 
+    def evidence(self) -> ScoredEvidence:
+        """What the aggregate is computed from, in frame order (the fleet replay ships it from its workers)."""
+        return ScoredEvidence(list(self._dets), list(self._gts), list(self._latency), self._no_points)
+
     def result(self) -> ReplayScores:
-        metrics = evaluate_detection3d(self._dets, self._gts, self.metric_cfg) if self._dets else None
-        return ReplayScores(self.class_names, self.tolerance_ms, self.gt.source, list(self.frames), metrics,
-                            summarize_stages(self._latency), list(self.out_of_order), self._no_points)
+        return scores_from_evidence(self.class_names, self.tolerance_ms, self.gt.source, self.frames, self.evidence(),
+                                    self.out_of_order, self.metric_cfg)
+
+
+@dataclass
+class ScoredEvidence:
+    """The raw inputs of a replay's aggregate, per scored frame in order: the detections and the ground truth
+    they were scored against (all of it: the metric applies its own range rule), plus the latency of every frame
+    with output and the GT left out for holding no point. Concatenating the evidence of several runs and
+    aggregating once gives exactly the metrics of all their frames together (AP is not a mean of per-run APs)."""
+
+    detections: list[Boxes3D]
+    ground_truth: list[Boxes3D]
+    latency: list[dict[str, float]]
+    no_points: int = 0
+
+    @staticmethod
+    def concatenate(parts: Sequence["ScoredEvidence"]) -> "ScoredEvidence":
+        return ScoredEvidence([d for p in parts for d in p.detections], [g for p in parts for g in p.ground_truth],
+                              [x for p in parts for x in p.latency], sum(p.no_points for p in parts))
+
+
+def scores_from_evidence(class_names: Sequence[str], tolerance_ms: float, gt_source: str,
+                         frames: Sequence[dict[str, Any]], evidence: ScoredEvidence, out_of_order: Sequence[int],
+                         metric_cfg: Detection3DConfig) -> ReplayScores:
+    """The one aggregation of scored frames: 3D metrics over all of them at once, latency percentiles."""
+    metrics = (evaluate_detection3d(evidence.detections, evidence.ground_truth, metric_cfg)
+               if evidence.detections else None)
+    return ReplayScores(tuple(class_names), float(tolerance_ms), gt_source, list(frames), metrics,
+                        summarize_stages(evidence.latency), list(out_of_order), evidence.no_points)
 
 
 def score_frames(frames: Iterable[FrameRecord], gt_source: GroundTruth | str | Path, class_names: Sequence[str],
@@ -372,6 +403,6 @@ def frame_passes(line: dict[str, Any], min_recall: float, min_precision: float) 
 
 __all__ = [
     "DEFAULT_TOLERANCE_MS", "DROPPED", "FrameRecord", "FrameScorer", "GroundTruth", "MATCH_THRESHOLD_M",
-    "ReplayScores", "SCORED", "SKIPPED", "detected_objects_to_boxes", "frame_passes", "open_ground_truth",
-    "records_from_bag", "score_frames",
+    "ReplayScores", "SCORED", "SKIPPED", "ScoredEvidence", "detected_objects_to_boxes", "frame_passes",
+    "open_ground_truth", "records_from_bag", "score_frames", "scores_from_evidence",
 ]
