@@ -54,7 +54,8 @@ LOOSE_INT8 = {"int8": Tolerance(atol=5.0, rtol=1.0)}
 
 def _cfg(work: Path, frames: int = 3, backends: tuple[str, ...] = ("pytorch", "onnxruntime"),
          scenarios: tuple = (("pytorch", "onnxruntime"),), **quantize) -> DeployConfig:
-    q = {"enabled": True, "method": "minmax", "calibration_frames": 2, "guard_frames": 2, **quantize}
+    q = {"enabled": True, "method": "minmax", "calibration_frames": 2, "guard_frames": 2, "graphs": ["encoder", "head"],
+         **quantize}
     model = stored_model_config(resolve_checkpoint(DEFAULT_CHECKPOINT))  # the settings it was trained with
     tolerances = {**VerifyConfig().tolerances, **LOOSE_INT8}
     return DeployConfig(work_dir=str(work), model=model, data=DataConfig(num_frames=frames),
