@@ -234,7 +234,7 @@ class YOLOXModelConfig(StrictModel):
     name: str = Field("yolox_small", pattern=r"^[A-Za-z0-9_\-]+$")
     class_names: list[str] = Field(default_factory=lambda: list(T4_CLASSES), min_length=1)
     # [H, W] of the letterboxed network input; multiples of the largest stride.
-    input_size: list[int] = Field(default_factory=lambda: [320, 480], min_length=2, max_length=2)
+    input_size: list[int] = Field(default_factory=lambda: [384, 640], min_length=2, max_length=2)
     deepen_factor: float = Field(0.33, gt=0.0, le=2.0)
     widen_factor: float = Field(0.25, gt=0.0, le=2.0)
     strides: list[int] = Field(default_factory=lambda: [8, 16, 32], min_length=3, max_length=3)
