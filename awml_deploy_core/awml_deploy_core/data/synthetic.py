@@ -666,6 +666,62 @@ def _make_frame(pts, ring, tm, timestamp, boxes, labels, vel, ids, class_names, 
     return Frame(pts, ring, tm, float(timestamp), gt, counts, ids.astype(np.int64), tuple(class_names), scene_token, k)
 
 
+@dataclass
+class SceneLayout:
+    """Everything a sequence's frames are rendered from (lidar here, the camera in ``camera.py``).
+
+    Built by :func:`build_layout` with exactly the random draws ``generate_sequence`` makes, so other
+    sensors can render the same world without changing the lidar output.
+    """
+
+    seed: int
+    num_frames: int
+    lidar: LidarSpec
+    scene: SceneSpec
+    road: _Road
+    ground: Ground
+    clutter: _Clutter
+    objects: list[_Object]
+    labels: np.ndarray  # (M,) int64 index into scene.class_names
+    instance_ids: np.ndarray  # (M,) int64, stable across the sequence
+    token: str
+
+    def object_state(self, k: int) -> tuple[Primitives, np.ndarray, np.ndarray]:
+        """Frame ``k``: (object primitives with owner = object index, boxes (M,7) [x,y,z,l,w,h,yaw], vel (M,2))."""
+        objects = self.objects
+        if objects:
+            centers = np.stack([o.centers[k] for o in objects])
+            yaws = np.array([o.yaws[k] for o in objects])
+            vel = np.stack([o.velocities[k] for o in objects])
+            sizes = np.array([o.size for o in objects])
+        else:
+            centers, yaws, vel, sizes = np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2)), np.zeros((0, 3))
+        bottoms = self.ground.z(centers[:, 0], centers[:, 1])
+        prims = _object_primitives([o.parts for o in objects], centers, bottoms, yaws)
+        boxes = np.concatenate([centers, (bottoms + sizes[:, 2] / 2)[:, None], sizes, yaws[:, None]], 1)
+        return prims, boxes, vel
+
+
+def build_layout(
+    seed: int, num_frames: int, lidar: LidarSpec | None = None, scene: SceneSpec | None = None
+) -> SceneLayout:
+    """The world of ``generate_sequence(seed, num_frames, lidar, scene)``: road, ground, clutter, objects."""
+    seed = _check_seed(seed)
+    if num_frames < 1:
+        raise ConfigError(f"num_frames must be >= 1, got {num_frames}")
+    lidar = lidar or LidarSpec()
+    scene = scene or SceneSpec()
+    rng = _rng(seed, 0)
+    road = _make_road(rng, scene)
+    ground = _make_ground(rng, scene, lidar)
+    clutter = _make_clutter(rng, scene, road, ground)
+    objects = _place_objects(rng, scene, road, clutter, num_frames, lidar.sweep_period)
+    labels = np.array([scene.class_names.index(o.cls) for o in objects], np.int64)
+    ids = (seed % (1 << 46)) * (1 << 16) + np.arange(len(objects), dtype=np.int64)
+    token = f"synthetic-{seed:016x}"
+    return SceneLayout(seed, num_frames, lidar, scene, road, ground, clutter, objects, labels, ids, token)
+
+
 def generate_sequence(
     seed: int,
     num_frames: int,
@@ -677,35 +733,18 @@ def generate_sequence(
 
     ``instance_ids`` are stable across the sequence; the static world is ray-cast once.
     """
-    seed = _check_seed(seed)
-    if num_frames < 1:
-        raise ConfigError(f"num_frames must be >= 1, got {num_frames}")
-    lidar = lidar or LidarSpec()
-    scene = scene or SceneSpec()
+    layout = build_layout(seed, num_frames, lidar, scene)
+    lidar, scene, seed = layout.lidar, layout.scene, layout.seed
     dt = lidar.sweep_period
-    rng = _rng(seed, 0)
-    road = _make_road(rng, scene)
-    ground = _make_ground(rng, scene, lidar)
-    clutter = _make_clutter(rng, scene, road, ground)
-    objects = _place_objects(rng, scene, road, clutter, num_frames, dt)
     dirs = lidar.ray_directions()
-    static = _cast_static(lidar, dirs, ground, clutter.prims, road.ground_reflectivity)
-    labels = np.array([scene.class_names.index(o.cls) for o in objects], np.int64)
-    ids = (seed % (1 << 46)) * (1 << 16) + np.arange(len(objects), dtype=np.int64)
-    token = f"synthetic-{seed:016x}"
+    static = _cast_static(lidar, dirs, layout.ground, layout.clutter.prims, layout.road.ground_reflectivity)
     for k in range(num_frames):
-        if objects:
-            centers = np.stack([o.centers[k] for o in objects])
-            yaws = np.array([o.yaws[k] for o in objects])
-            vel = np.stack([o.velocities[k] for o in objects])
-            sizes = np.array([o.size for o in objects])
-        else:
-            centers, yaws, vel, sizes = np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2)), np.zeros((0, 3))
-        bottoms = ground.z(centers[:, 0], centers[:, 1])
-        prims = _object_primitives([o.parts for o in objects], centers, bottoms, yaws)
+        prims, boxes, vel = layout.object_state(k)
         pts, ring, tm = _render(lidar, dirs, static, prims, _rng(seed, 1, k))
-        boxes = np.concatenate([centers, (bottoms + sizes[:, 2] / 2)[:, None], sizes, yaws[:, None]], 1)
-        yield _make_frame(pts, ring, tm, start_time + k * dt, boxes, labels, vel, ids, scene.class_names, token, k)
+        yield _make_frame(
+            pts, ring, tm, start_time + k * dt, boxes, layout.labels, vel, layout.instance_ids,
+            scene.class_names, layout.token, k,
+        )
 
 
 def generate_frame(seed: int, lidar: LidarSpec | None = None, scene: SceneSpec | None = None) -> Frame:
