@@ -64,10 +64,11 @@ def simota_assign(boxes: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, cen
                                       reduction="none").sum(-1)
     cost = cls_cost + 3.0 * -torch.log(ious + 1e-8) + 1e5 * (~both).float()
     k = torch.clamp(ious.topk(min(10, len(ci)), dim=1).values.sum(1).int(), min=1)
+    kmax = int(k.max())
+    _, pos = torch.topk(cost, kmax, dim=1, largest=False)  # [G, kmax], cheapest first
+    take = torch.arange(kmax, device=cost.device)[None] < k[:, None]
     match = torch.zeros_like(cost, dtype=torch.bool)
-    for g in range(G):
-        _, pos = torch.topk(cost[g], int(k[g]), largest=False)
-        match[g, pos] = True
+    match.scatter_(1, pos, take)
     multi = match.sum(0) > 1
     if multi.any():
         best = cost[:, multi].argmin(0)
@@ -113,5 +114,6 @@ def yolox_loss(reg: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, centres:
     l_obj = (F.binary_cross_entropy_with_logits(obj.float(), obj_t, reduction="none") * obj_w).sum()
     norm = max(n_fg, 1)
     total = (5.0 * l_iou + l_obj + l_cls) / norm
-    return total, {"iou": float(l_iou) / norm, "obj": float(l_obj) / norm, "cls": float(l_cls) / norm,
+    return total, {"iou": float(l_iou.detach()) / norm, "obj": float(l_obj.detach()) / norm,
+                   "cls": float(l_cls.detach()) / norm,
                    "fg": n_fg / max(len(targets), 1)}
