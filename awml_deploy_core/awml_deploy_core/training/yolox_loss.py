@@ -117,3 +117,92 @@ def yolox_loss(reg: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, centres:
     return total, {"iou": float(l_iou.detach()) / norm, "obj": float(l_obj.detach()) / norm,
                    "cls": float(l_cls.detach()) / norm,
                    "fg": n_fg / max(len(targets), 1)}
+
+
+@torch.no_grad()
+def simota_assign_batched(boxes: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, centres: torch.Tensor,
+                          strides: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
+                          gt_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``simota_assign`` for a whole batch at once (ground truth padded to G, ``gt_valid`` [B, G]); the same
+    rule, computed over all anchors: non-candidates get an infinite cost. -> fg [B, A], gt index [B, A], IoU [B, A].
+    """
+    B, A = boxes.shape[:2]
+    G = gt_boxes.shape[1]
+    dev = boxes.device
+    if G == 0:
+        z = torch.zeros(B, A, dtype=torch.bool, device=dev)
+        return z, torch.zeros(B, A, dtype=torch.long, device=dev), torch.zeros(B, A, device=dev)
+    cx, cy = centres[None, None, :, 0], centres[None, None, :, 1]
+    gb = gt_boxes[:, :, None, :]
+    in_box = (cx > gb[..., 0]) & (cx < gb[..., 2]) & (cy > gb[..., 1]) & (cy < gb[..., 3])
+    gcx, gcy = (gb[..., 0] + gb[..., 2]) / 2, (gb[..., 1] + gb[..., 3]) / 2
+    r = CENTER_RADIUS * strides[None, None, :, 0]
+    in_ctr = ((cx - gcx).abs() < r) & ((cy - gcy).abs() < r)
+    valid = gt_valid[:, :, None]
+    cand = ((in_box | in_ctr) & valid).any(1, keepdim=True)  # [B, 1, A]
+    both = in_box & in_ctr
+    bx = boxes.float()
+    lt = torch.maximum(gt_boxes[:, :, None, :2], bx[:, None, :, :2])
+    rb = torch.minimum(gt_boxes[:, :, None, 2:], bx[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    ag = (gt_boxes[..., 2:] - gt_boxes[..., :2]).clamp(min=0).prod(-1)[:, :, None]
+    ab = (bx[..., 2:] - bx[..., :2]).clamp(min=0).prod(-1)[:, None, :]
+    ious = inter / (ag + ab - inter).clamp(min=1e-9)  # [B, G, A]
+    ious = torch.where(cand & valid, ious, torch.zeros_like(ious))
+    p = (cls.float().sigmoid() * obj.float().sigmoid()[..., None]).sqrt().clamp(1e-6, 1 - 1e-6)  # [B, A, C]
+    logp, log1p = torch.log(p), torch.log1p(-p)
+    # BCE summed over classes against a one-hot target: -sum log(1-p) - (log p - log(1-p))[label]
+    neg = -log1p.sum(-1)[:, None, :]  # [B, 1, A]
+    lab = gt_labels.clamp(min=0)
+    pick = torch.gather((logp - log1p).transpose(1, 2), 1, lab[:, :, None].expand(-1, -1, A))  # [B, G, A]
+    cost = neg - pick + 3.0 * -torch.log(ious + 1e-8) + 1e5 * (~both).float()
+    cost = torch.where(cand & valid, cost, torch.full_like(cost, float("inf")))
+    ncand = cand.sum(-1).squeeze(1)  # [B]
+    k = torch.clamp(ious.topk(10, dim=2).values.sum(-1).int(), min=1)  # [B, G]
+    k = torch.minimum(k, ncand[:, None].clamp(min=1).int())
+    kmax = int(k.max())
+    _, pos = torch.topk(cost, kmax, dim=2, largest=False)
+    take = (torch.arange(kmax, device=dev)[None, None] < k[..., None]) & gt_valid[..., None]
+    match = torch.zeros_like(cost, dtype=torch.bool)
+    match.scatter_(2, pos, take)
+    match &= torch.isfinite(cost)
+    multi = match.sum(1, keepdim=True) > 1  # [B, 1, A]
+    best = torch.where(match, cost, torch.full_like(cost, float("inf"))).argmin(1, keepdim=True)
+    only_best = torch.zeros_like(match).scatter_(1, best, True)
+    match = torch.where(multi, only_best & match, match)
+    fg = match.any(1)
+    gi = match.float().argmax(1)
+    iou_fg = torch.gather(ious, 1, gi[:, None]).squeeze(1) * fg
+    return fg, gi, iou_fg
+
+
+def yolox_loss_batched(reg: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, centres: torch.Tensor,
+                       strides: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
+                       gt_valid: torch.Tensor, ign_valid: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """``yolox_loss`` with padded targets: gt_boxes [B, G, 4], gt_labels [B, G], gt_valid [B, G] (trained-on
+    boxes), ign_valid [B, G] (ignore regions among the same rows)."""
+    xy = reg[..., :2].float() * strides + centres
+    wh = torch.exp(reg[..., 2:].float().clamp(max=10)) * strides
+    boxes = torch.cat((xy - wh / 2, xy + wh / 2), -1)
+    fg, gi, ious = simota_assign_batched(boxes.detach(), obj.detach(), cls.detach(), centres, strides, gt_boxes,
+                                         gt_labels, gt_valid)
+    cx, cy = centres[None, None, :, 0], centres[None, None, :, 1]
+    gb = gt_boxes[:, :, None, :]
+    in_ign = ((cx > gb[..., 0]) & (cx < gb[..., 2]) & (cy > gb[..., 1]) & (cy < gb[..., 3])
+              & ign_valid[:, :, None]).any(1)
+    obj_w = (~(in_ign & ~fg)).float()
+    l_obj = (F.binary_cross_entropy_with_logits(obj.float(), fg.float(), reduction="none") * obj_w).sum()
+    n_fg = int(fg.sum())
+    norm = max(n_fg, 1)
+    if n_fg:
+        tgt = torch.gather(gt_boxes, 1, gi[..., None].expand(-1, -1, 4))[fg]
+        iou = aligned_iou(boxes[fg], tgt)
+        l_iou = (1 - iou.pow(2)).sum()
+        labels = torch.gather(gt_labels, 1, gi)[fg]
+        cls_t = F.one_hot(labels, cls.shape[-1]).float() * ious[fg][:, None]
+        l_cls = F.binary_cross_entropy_with_logits(cls[fg].float(), cls_t, reduction="sum")
+    else:
+        l_iou = l_cls = boxes.sum() * 0.0
+    total = (5.0 * l_iou + l_obj + l_cls) / norm
+    return total, {"iou": float(l_iou.detach()) / norm, "obj": float(l_obj.detach()) / norm,
+                   "cls": float(l_cls.detach()) / norm, "fg": n_fg / max(reg.shape[0], 1)}

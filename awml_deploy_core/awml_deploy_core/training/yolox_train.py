@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..config import YOLOXModelConfig
 from ..models.checkpoint import save_checkpoint
 from ..models.yolox import YOLOX, build_yolox
-from .yolox_loss import yolox_loss
+from .yolox_loss import yolox_loss_batched
 
 EVAL_SEED = 10_000
 
@@ -109,16 +109,14 @@ def augment(images: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> 
     return out, nb
 
 
-def batch_targets(boxes: torch.Tensor, labels: torch.Tensor, ignore: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    out = []
-    for b in range(boxes.shape[0]):
-        valid = labels[b] >= 0
-        bx = boxes[b]
-        small = ((bx[:, 2] - bx[:, 0]) < 2) | ((bx[:, 3] - bx[:, 1]) < 2)
-        ign = valid & (ignore[b] | small)
-        keep = valid & ~ign
-        out.append({"boxes": bx[keep], "labels": labels[b][keep], "ignore_boxes": bx[ign]})
-    return out
+def batch_targets(boxes: torch.Tensor, labels: torch.Tensor, ignore: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded rows -> (boxes, labels >= 0, trained-on mask, ignore-region mask); boxes under 2 px after
+    augmentation become ignore regions."""
+    valid = labels >= 0
+    small = ((boxes[..., 2] - boxes[..., 0]) < 2) | ((boxes[..., 3] - boxes[..., 1]) < 2)
+    ign = valid & (ignore | small)
+    return boxes, labels.clamp(min=0), valid & ~ign, ign
 
 
 def anchor_points(cfg: YOLOXModelConfig, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,6 +166,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--eval-frames", type=int, default=300)
     p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
     p.add_argument("--widen", type=float, default=None)
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--warmup-steps", type=int, default=300)
     p.add_argument("--input-size", type=int, nargs=2, default=None)
     a = p.parse_args(argv)
     if not 0 <= a.seed < EVAL_SEED or a.seed + a.frames > EVAL_SEED:
@@ -200,7 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         f.clear()
     del train
 
-    model = build_yolox(cfg).to(a.device).to(memory_format=torch.channels_last)
+    if a.init:
+        from ..models.yolox import load_yolox_checkpoint
+
+        model, cfg = load_yolox_checkpoint(a.init, cfg)
+        model.train()
+    else:
+        model = build_yolox(cfg)
+    model = model.to(a.device).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval()
     decay_params = [p for n, p in model.named_parameters() if p.ndim > 1]
     other = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -210,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     n = data["images"].shape[0]
     steps_per_epoch = max(1, n // a.batch)
     planned = steps_per_epoch * a.epochs
-    warm = min(300, planned // 10)
+    warm = max(1, min(a.warmup_steps, planned // 10))
     budget = a.time_budget_min * 60 if a.time_budget_min else None
     if a.deadline_min:
-        left = a.deadline_min * 60 - (time.time() - t_start) - 30 - 0.15 * a.eval_frames
+        left = a.deadline_min * 60 - (time.time() - t_start) - 20 - 0.06 * a.eval_frames
         budget = min(budget or left, left)
         print(f"training budget {budget:.0f} s", flush=True)
     gen = torch.Generator(device=a.device).manual_seed(a.seed)
@@ -238,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 reg, obj, cls = flat_logits(model.forward_raw(imgs))
-            loss, parts = yolox_loss(reg, obj, cls, centres, strides,
-                                     batch_targets(boxes, data["labels"][idx], data["ignore"][idx]))
+            loss, parts = yolox_loss_batched(reg, obj, cls, centres, strides,
+                                             *batch_targets(boxes, data["labels"][idx], data["ignore"][idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         pe.copy_(pm)
             step += 1
             if step % 50 == 0:
-                rec = {"step": step, "epoch": epoch, "lr": lr, "loss": float(loss), **parts,
+                rec = {"step": step, "epoch": epoch, "lr": lr, "loss": float(loss.detach()), **parts,
                        "elapsed_s": round(time.time() - t0, 1)}
                 log.append(rec)
                 print(json.dumps(rec), flush=True)
@@ -269,12 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate_model(ema, cfg, held, a.device) if held else None
     if metrics is not None:
         print(metrics.table(), flush=True)
-    meta = {"command": "awml-deploy train " + shlex.join(argv), "seed": a.seed, "frames": a.frames,
+    meta = {"command": "awml-deploy train " + shlex.join(argv), "init": a.init, "seed": a.seed, "frames": a.frames,
             "eval_seed": a.eval_seed, "eval_frames": a.eval_frames, "steps": step,
             "epochs_done": round(step / steps_per_epoch, 2), "batch": a.batch, "lr": a.lr,
             "render_s": round(t_data, 1), "train_s": round(t_train, 1), "device": a.device,
             "gpu": torch.cuda.get_device_name() if a.device.startswith("cuda") else None,
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
     meta["held_out"] = {"AP": metrics.map, "AP50": metrics.ap50, "per_class_ap50": metrics.per_class_ap50} \
         if metrics else None
     save_checkpoint(ema.cpu(), cfg, out, meta)
