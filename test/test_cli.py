@@ -77,3 +77,18 @@ def test_bench_prints_a_table(tmp_path):
     res = run([str(VENV_BIN / "awml-deploy"), "bench", "--only", "metrics", "--repeats", "1"], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3D metrics, 1,000 frames x 50 objects" in res.stdout and " ms" in res.stdout
+
+
+def test_replay_parsers_share_arguments():
+    """awml-deploy replay-eval and replay_evaluation take the shared replay flags with the same defaults."""
+    from awml_deploy_core.cli import build_parser
+    from awml_deploy_core.replay.scoring import DEFAULT_TOLERANCE_MS
+    from awml_deploy_nodes.replay_evaluation import build_parser as realtime_parser
+
+    offline = build_parser().parse_args(["replay-eval", "B", "--config", "c.yaml"])
+    realtime = realtime_parser().parse_args(["B", "--config", "c.yaml"])
+    shared = ["bag", "config", "backend", "gt_topic", "gt_info", "lidar_topic", "tolerance_ms", "criteria", "out",
+              "work_dir", "device", "checkpoint"]
+    assert {k: getattr(offline, k) for k in shared} == {k: getattr(realtime, k) for k in shared}
+    assert offline.tolerance_ms == DEFAULT_TOLERANCE_MS and offline.backend == "onnxruntime"
+    assert realtime.rate == 1.0 and realtime.grace_s == 3.0

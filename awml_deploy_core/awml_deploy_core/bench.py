@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-SECTIONS = ("data", "voxelize", "model", "metrics", "backends", "int8")
+SECTIONS = ("data", "voxelize", "model", "encoder", "metrics", "backends", "int8")
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -96,6 +96,32 @@ def bench_model(rows: list[tuple[str, str, str]], repeats: int) -> None:
             enc_ms = median_ms(lambda: enc(f), reps)
         rows.append((f"PyTorch CPU forward ({name}, {cfg.grid_size[0]}x{cfg.grid_size[1]})",
                      f"{head_ms:.0f} ms", f"backbone/neck/head; encoder {enc_ms:.1f} ms for 20k pillars"))
+
+
+def bench_encoder(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    """The PyTorch pillar encoder on CPU at 20k pillars: BatchNorm folded into the linear layer (eval) vs not."""
+    from .config import CenterPointModelConfig
+    from .models.centerpoint import PFNLayer, VoxelEncoderGraph, build_centerpoint, graph_shapes
+
+    cfg = CenterPointModelConfig()
+    model = build_centerpoint(cfg).eval()
+    enc = VoxelEncoderGraph(model)
+    f = torch.randn(graph_shapes(cfg, num_voxels=20000).input_features)
+
+    def run(fold: bool) -> Callable[[], object]:
+        def go() -> object:
+            PFNLayer.fold_bn = fold
+            with torch.inference_mode():
+                return enc(f)
+        return go
+
+    try:
+        ms = interleaved_ms({"folded": run(True), "unfolded": run(False)}, repeats)
+    finally:
+        PFNLayer.fold_bn = True
+    rows.append(("PyTorch CPU encoder, 20k pillars, BatchNorm folded", f"{ms['folded']:.1f} ms",
+                 f"unfolded (BatchNorm1d with permutes) {ms['unfolded']:.1f} ms: "
+                 f"{ms['unfolded'] / ms['folded']:.1f}x faster (same run, interleaved)"))
 
 
 def bench_metrics(rows: list[tuple[str, str, str]], repeats: int) -> None:
@@ -182,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[tuple[str, str, str]] = []
-    funcs = {"data": bench_data, "voxelize": bench_voxelize, "model": bench_model, "metrics": bench_metrics,
-             "backends": bench_backends, "int8": bench_int8}
+    funcs = {"data": bench_data, "voxelize": bench_voxelize, "model": bench_model, "encoder": bench_encoder,
+             "metrics": bench_metrics, "backends": bench_backends, "int8": bench_int8}
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80
     if args.device == "cuda":  # the GPU section alone (bench_gpu.py)
         from .bench_gpu import bench_cuda, bench_cuda_accuracy

@@ -32,11 +32,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .replay.arguments import add_config_overrides
+
     p = sub.add_parser("export", help="export + verify + evaluate a model into a deployment bundle")
     p.add_argument("config", help="deploy config YAML (see config/centerpoint.yaml)")
-    p.add_argument("--work-dir", help="bundle folder (overrides the config's work_dir)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
-    p.add_argument("--checkpoint", help="PyTorch checkpoint (overrides the config's checkpoint)")
+    add_config_overrides(p)
     p.add_argument("--mode", choices=["onnx", "trt", "both", "none"], help="export mode (overrides export.mode)")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be built (TensorRT builder plan) and exit without building")
@@ -79,26 +79,11 @@ def _run_make_bag(args: argparse.Namespace) -> int:
 
 
 def _add_replay_eval(sub: argparse._SubParsersAction) -> None:
-    from .data.rosbag_io import DEFAULT_LIDAR_TOPIC
+    from .replay.arguments import add_replay_arguments
 
     p = sub.add_parser("replay-eval", help="replay a rosbag through the pipeline (no ROS) and score it against "
                                           "ground truth, with pass/fail criteria")
-    p.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
-    p.add_argument("--config", required=True, help="deploy config YAML (see config/centerpoint.yaml)")
-    p.add_argument("--backend", choices=["onnxruntime", "pytorch", "tensorrt"], default="onnxruntime",
-                   help="backend (default: onnxruntime, from the bundle in the config's work_dir)")
-    gt = p.add_mutually_exclusive_group()
-    gt.add_argument("--gt-topic", help="ground-truth topic (awml_deploy_msgs/msg/DetectedObjects; default: "
-                                       "/awml/ground_truth/objects if the bag has it)")
-    gt.add_argument("--gt-info", help="ground truth as an AWML info file, matched by timestamp")
-    p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
-    p.add_argument("--tolerance-ms", type=float, default=75.0,
-                   help="max |cloud stamp - ground-truth stamp| for a frame to be scored (default: 75)")
-    p.add_argument("--criteria", help="pass/fail criteria YAML (see awml_deploy_core/replay/criteria.py)")
-    p.add_argument("--out", help="output folder (default: <work_dir>/replay/<bag>_<backend>)")
-    p.add_argument("--work-dir", help="bundle folder (overrides the config's work_dir)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
-    p.add_argument("--checkpoint", help="PyTorch checkpoint (overrides the config's checkpoint)")
+    add_replay_arguments(p, "<work_dir>/replay/<bag>_<backend>")
     p.add_argument("--strict-order", action="store_true",
                    help="fail on cloud stamps that go backwards (default: warn, score by stamp, list them)")
     p.add_argument("--max-frames", type=int, help="stop after this many clouds")

@@ -334,6 +334,17 @@ def _onnx_for(family: ModelFamily, cfg: DeployConfig, model: _Model, bundle: Bun
 
 
 # --------------------------------------------------------------------------------------------- loader
+def check_backend(backend: str) -> None:
+    """Fail early, with the one line every entry point shares, when ``backend`` is unknown or its runtime is missing
+    (TensorRT: ``import_tensorrt``'s line) — before bags are read or processes started."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "tensorrt":
+        from .backends.tensorrt_backend import import_tensorrt
+
+        import_tensorrt()
+
+
 @dataclass
 class LoadedPipeline:
     """A ready pipeline and what it was built from; ``close()`` (or ``with``) releases the backend."""
@@ -382,12 +393,10 @@ def load_pipeline(source: Source, backend: str = "onnxruntime", device: str | No
     ``model_overrides`` change post-processing keys of the model config (e.g. ``score_threshold``); ``bundle`` (its
     artifacts are then taken as they are, hash-checked) and ``model`` let the export job pass what it holds.
     """
-    if backend not in BACKENDS:
+    if engine_runner is None:
+        check_backend(backend)
+    elif backend not in BACKENDS:
         raise ConfigError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "tensorrt" and engine_runner is None:
-        from .backends.tensorrt_backend import import_tensorrt
-
-        import_tensorrt()  # the one line saying TensorRT is missing, before looking for bundles or a GPU
     src = resolve_source(source, checkpoint)
     cfg = src.cfg
     family = get_family(cfg.family)

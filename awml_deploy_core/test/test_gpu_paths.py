@@ -195,3 +195,131 @@ def test_pre_and_post_synchronize_at_most_once_each():
     outs = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords))
     _, n_post = count_syncs(lambda: pipe.postprocess(outs), sites)
     assert n_pre <= 1 and n_post <= 1, (n_pre, n_post, sites)
+
+
+# ------------------------------------------------------------------ static preprocess, GPU circle NMS (CPU too)
+def _padded_vs_eager(pts: np.ndarray, cfg: CenterPointModelConfig, device: str, pad: int) -> None:
+    from awml_deploy_core.pipelines.centerpoint.features import encoder_features_from
+    from awml_deploy_core.pipelines.centerpoint.voxelize import voxel_stats, voxelize_padded
+
+    ref = voxelize(torch.from_numpy(pts), cfg)
+    buf = torch.full((len(pts) + pad, 5), float("nan"))  # padding rows hold garbage: must be ignored
+    buf[len(pts):, :3] = 0.0  # ... including in-range points
+    buf[: len(pts)] = torch.from_numpy(pts)
+    buf = buf.to(device)
+    n_real = torch.tensor([len(pts)], device=device)
+    p, num, coords, counters = voxelize_padded(buf, n_real, cfg)
+    stats = voxel_stats(counters.tolist(), len(pts), cfg)
+    assert stats == ref.stats
+    v = stats.num_voxels
+    assert p.shape[0] == num.shape[0] == coords.shape[0] == cfg.max_voxels
+    assert torch.equal(p[:v].cpu(), ref.points) and not p[v:].any()
+    assert torch.equal(num[:v].cpu(), ref.num_points) and not num[v:].any()
+    assert torch.equal(coords[:v].cpu(), ref.coords)
+    feats = encoder_features_from(p, num, coords, cfg)
+    assert torch.equal(feats[:v].cpu(), encoder_features(ref, cfg)) and not feats[v:].any()
+
+
+@pytest.mark.parametrize("max_voxels", [300, 5000])  # pillars dropped / all kept
+def test_padded_voxelizer_equals_voxelize_bit_for_bit(max_voxels):
+    cfg = tiny_model_cfg().model_copy(update={"max_voxels": max_voxels})
+    _padded_vs_eager(messy_cloud(6000, seed=1), cfg, "cpu", pad=1000)
+    _padded_vs_eager(np.zeros((0, 5), np.float32), cfg, "cpu", pad=7)
+
+
+def _nms_case(seed: int, k: int = 200, n_cls: int = 5) -> np.ndarray:
+    """decode_packed-like rows: centres in tight clusters (long suppression chains), descending scores with ties,
+    some rows not candidates."""
+    rng = np.random.default_rng(seed)
+    packed = np.zeros((k, 12), np.float32)
+    centres = rng.uniform(-20, 20, (8, 2))
+    packed[:, :2] = centres[rng.integers(0, 8, k)] + rng.normal(0, 1.5, (k, 2))
+    packed[:, 2:7] = rng.uniform(0.5, 3, (k, 5))
+    packed[:, 7] = np.sort(np.round(rng.uniform(0.1, 1, k), 2))[::-1]  # ties
+    packed[:, 8] = rng.integers(0, n_cls, k)
+    packed[:, 11] = rng.uniform(0, 1, k) > 0.2
+    packed[k - 20:, 11] = 0  # failing cells sort last
+    return packed
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("rule", ["per_class", "autoware", "one_radius"])
+def test_gpu_circle_nms_keeps_the_host_nms_set(seed, rule):
+    from awml_deploy_core.pipelines.centerpoint.decode import unpack, unpack_nms
+    from awml_deploy_core.pipelines.centerpoint.gpu_nms import circle_nms_keep
+    from awml_deploy_core.pipelines.centerpoint.nms import nms
+
+    nms_cfg = {"per_class": {"circle_radius": [2.0, 3.0, 4.0, 0.5, 0.3]},
+               "autoware": {"circle_nms_dist_threshold": 1.5 + seed},
+               "one_radius": {"circle_radius": [2.5]}}[rule]
+    cfg = tiny_model_cfg()
+    cfg = cfg.model_copy(update={"nms": cfg.nms.model_copy(
+        update={**nms_cfg, "pre_max_size": 150 - 10 * seed, "post_max_size": 40 + 10 * seed})})
+    packed = _nms_case(seed)
+    ref = nms(unpack(packed), cfg)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        for steps in (200, 2):  # converged / too few steps: flagged, the host NMS runs instead
+            keep, conv = circle_nms_keep(torch.from_numpy(packed).to(dev), cfg, steps=steps)
+            full = np.concatenate([packed, keep.cpu().numpy().astype(np.float32)[:, None],
+                                   np.full((len(packed), 1), float(conv), np.float32)], axis=1)
+            got = unpack_nms(full, cfg)
+            for f in ("boxes", "scores", "labels", "velocities"):
+                np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
+            if steps == 200:
+                assert bool(conv)
+    assert len(ref) > 5
+    _, conv = circle_nms_keep(torch.from_numpy(packed), cfg, steps=1)
+    assert not bool(conv)  # clustered centres need more than one step
+
+
+@cuda
+def test_graph_preprocess_bit_identical_to_cpu_and_one_sync():
+    from awml_deploy_core.bench_gpu import count_syncs
+    from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
+
+    cfg = tiny_model_cfg().model_copy(update={"max_voxels": 800})
+    for max_voxels in (800, 5000):
+        cfg = cfg.model_copy(update={"max_voxels": max_voxels})
+        _padded_vs_eager(messy_cloud(20000, seed=5), cfg, "cuda", pad=3000)
+        pipe = CenterPointPipeline(cfg, torch_runners(build_centerpoint(cfg).eval(), cfg, "cuda"), "cuda")
+        cpu = CenterPointPipeline(cfg, torch_runners(build_centerpoint(cfg).eval(), cfg, "cpu"), "cpu")
+        for n, seed in ((20000, 1), (21000, 2), (40000, 3), (20000, 4), (0, 0)):  # bucket reuse, new bucket
+            pts = messy_cloud(n, seed) if n else np.zeros((0, 5), np.float32)
+            cloud = torch.from_numpy(pts).cuda()
+            got, syncs = count_syncs(lambda: pipe.preprocess(cloud))
+            ref = cpu.preprocess(pts)
+            assert pipe._pre_graph.eager_reason is None and syncs <= 1
+            assert got.stats == ref.stats
+            assert torch.equal(got.input_features.cpu(), ref.input_features)
+            assert torch.equal(got.coords.cpu(), ref.coords)
+
+
+@cuda
+@pytest.mark.parametrize("rule", [{}, {"circle_nms_dist_threshold": 1.5}, {"iou_nms": "autoware"}])
+def test_graph_postprocess_equals_host_nms(rule):
+    from awml_deploy_core.pipelines.centerpoint.decode import GraphDecoder
+    from awml_deploy_core.pipelines.centerpoint.nms import nms
+
+    cfg = tiny_model_cfg()
+    torch.manual_seed(0)
+    cfg = cfg.model_copy(update={"max_num": 300, "score_threshold": 0.3,
+                                 "nms": cfg.nms.model_copy(update=rule)})
+    model = build_centerpoint(cfg).eval()
+    x = torch.randn(graph_shapes(cfg).spatial_features)
+    with torch.inference_mode():
+        outs = torch_runners(model, cfg)["head"]({"spatial_features": x})
+    logits = outs["heatmap"][0].amax(0).reshape(-1)
+    thr = float(np.log(0.3 / 0.7))
+    graph = GraphDecoder(cfg)
+    assert graph.gpu_nms == ("iou_nms" not in rule)
+    for n_pass in (40, 250):  # candidates above the score threshold: some / most of max_num
+        shift = thr - float(torch.topk(logits, n_pass + 1).values[-1]) - 1e-4
+        o = {k: (v + shift if k == "heatmap" else v).cuda() for k, v in outs.items()}
+        ref = nms(decode(o, cfg), cfg)  # eager decode on the GPU, NMS on the host
+        got = graph.postprocess(o)
+        assert graph.eager_reason is None and len(got) == len(ref) > 0
+        for f in ("boxes", "scores", "labels", "velocities"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
+        if graph.gpu_nms:
+            assert graph._packed[0, 13].item() == 1.0  # the GPU NMS reached its fixed point (no host fallback)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from awml_deploy_core import labels
 from awml_deploy_core.data import msg_definitions as md
 from awml_deploy_core.data.info_dataset import InfoDataset
 from awml_deploy_core.data.rosbag_io import (
@@ -36,10 +37,10 @@ def test_msg_definitions_equal_msg_files():
 
 
 def test_autoware_labels_from_msg_constants():
-    assert md.AUTOWARE_LABELS == {"unknown": 0, "car": 1, "truck": 2, "bus": 3, "trailer": 4, "motorcycle": 5,
-                                  "bicycle": 6, "pedestrian": 7}
-    assert md.autoware_label("Pedestrian") == 7 and md.autoware_label("motorbike") == 5
-    assert md.autoware_label("barrier") == 0
+    assert labels.AUTOWARE_LABELS == {"unknown": 0, "car": 1, "truck": 2, "bus": 3, "trailer": 4, "motorcycle": 5,
+                                      "bicycle": 6, "pedestrian": 7}
+    assert labels.autoware_label("Pedestrian") == 7 and labels.autoware_label("motorbike") == 5
+    assert labels.autoware_label("barrier") == 0
 
 
 def test_type_hash_equals_rosidl():

@@ -171,3 +171,18 @@ def test_replay_eval_cli_says_tensorrt_is_missing_in_the_one_line(tmp_path, bund
                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode != 0
     assert _error_lines(res) == [f"error: {missing_message}"], res.stderr
+
+
+def test_realtime_replay_says_tensorrt_is_missing_in_the_one_line(tmp_path, missing_message):
+    """`replay_evaluation --backend tensorrt` (process supervisor of the nodes package) checks through the loader
+    before reading the bag or starting any process: the same line, exit 3."""
+    exe = ROOT / "install" / "awml_deploy_nodes" / "lib" / "awml_deploy_nodes" / "replay_evaluation"
+    if not exe.exists():
+        pytest.skip("the colcon workspace is not built here")
+    res = subprocess.run([str(exe), str(tmp_path / "no_bag_needed"), "--config", str(ROOT / "config" / "centerpoint.yaml"),
+                          "--backend", "tensorrt", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 3, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines == [f"replay_evaluation: error: {missing_message}"], res.stderr
+

@@ -333,30 +333,27 @@ def play(node: Any, p: dict[str, Any], stop: threading.Event) -> int:
     return 0
 
 
-def _init_rclpy(args: list[str] | None) -> None:
-    """rclpy without its own signal handlers (ours stop the play loop); Humble and newer."""
-    import rclpy
-
-    try:
-        from rclpy.signals import SignalHandlerOptions
-
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    except (ImportError, TypeError):
-        rclpy.init(args=args)
-
-
 def main(args: list[str] | None = None) -> int:
-    import rclpy
-
     stop, interrupted = threading.Event(), threading.Event()
 
     def on_signal(*_: Any) -> None:
         interrupted.set()
         stop.set()
 
-    _init_rclpy(args)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    from .startup import init_ros, run_main
+
+    def start() -> int:
+        init_ros(args, signal_handlers=False)  # ours stop the play loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        return _play_node(stop, interrupted)
+
+    return run_main("bag_player", start)
+
+
+def _play_node(stop: threading.Event, interrupted: threading.Event) -> int:
+    import rclpy
+
     node = rclpy.create_node(NODE_NAME)
     code = 0
     try:

@@ -25,6 +25,9 @@ time_lag):
 - ``time_lag`` is 0 for every point: the input is a single sweep. Autoware's CenterPoint fills that column
   from multi-sweep densification (age of the past sweep), not from the per-point time stamp within a
   sweep, so a ``time``/``t``/``time_stamp`` field is deliberately not used for it.
+- The node splits the conversion in two: :func:`validate_pointcloud2` (every structural check, O(fields), in
+  the subscription callback) and :func:`pipeline_points` (in the worker: a zero-copy (N, 4) float32 view for
+  the usual native float32 x, y, z, intensity layouts, else :func:`xyzit_from_valid`'s single copy).
 - Intensity is read from any numeric datatype (Autoware's PointXYZIRC uses uint8, most drivers float32)
   and converted to float32 without scaling; an absent intensity field gives 0.
 
@@ -33,16 +36,15 @@ numpy array is element-wise (~0.2 s per 200k points); assigning ``bytes`` is jus
 generated setter checks every byte in Python unless the value already is an ``array.array``.
 
 Detections: :class:`awml_deploy_core.structures.Boxes3D` <-> ``awml_deploy_msgs/DetectedObjects`` and,
-when Autoware's messages are importable, ``autoware_perception_msgs/DetectedObjects``.
+when Autoware's messages are importable, ``autoware_perception_msgs/DetectedObjects``. The field values, the
+yaw formula and the label table are the core's (``awml_deploy_core.data.detected_objects``,
+``awml_deploy_core.labels``), shared with the bag code; they are re-exported here.
 """
 
 from __future__ import annotations
 
 import array
-import math
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
@@ -52,6 +54,15 @@ from geometry_msgs.msg import Quaternion
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
+from awml_deploy_core.data.detected_objects import (
+    PI_FLOAT32,
+    detected_objects_to_boxes,
+    object_fields,
+    wrap_angle,
+    yaw_from_quaternion,
+    yaw_to_quaternion,
+)
+from awml_deploy_core.labels import CLASS_TO_AUTOWARE_LABEL, autoware_label, autoware_labels, labels_to_autoware
 from awml_deploy_core.structures import Boxes3D
 from awml_deploy_msgs.msg import DetectedObject, DetectedObjects
 
@@ -62,6 +73,7 @@ __all__ = [
     "INTENSITY_FIELD",
     "MALFORMED_KINDS",
     "MalformedCloudError",
+    "ValidCloud",
     "PI_FLOAT32",
     "TIME_FIELD_NAMES",
     "array_to_pointcloud2",
@@ -73,6 +85,9 @@ __all__ = [
     "pointcloud2_dtype",
     "pointcloud2_to_array",
     "pointcloud2_to_xyzit",
+    "pipeline_points",
+    "validate_pointcloud2",
+    "xyzit_from_valid",
     "to_autoware_detected_objects",
     "wrap_angle",
     "yaw_from_quaternion",
@@ -331,6 +346,91 @@ def _finite_rows(out: np.ndarray) -> tuple[np.ndarray, int]:
     return rows.view(np.float32).reshape(-1, out.shape[1]), int(bad.size)
 
 
+@dataclass
+class ValidCloud:
+    """A cloud that passed :func:`validate_pointcloud2`: its zero-copy (height, width) view and what was seen.
+
+    ``view`` is None for a cloud of zero points. Holding it keeps the message's buffer alive.
+    """
+
+    view: np.ndarray | None
+    info: CloudInfo
+    data: Any = None  # the message's buffer (msg.data)
+
+
+def validate_pointcloud2(msg: PointCloud2, max_points: int = DEFAULT_MAX_POINTS) -> ValidCloud:
+    """Every structural check of :func:`pointcloud2_to_xyzit`, without reading a point: O(number of fields).
+
+    Cheap enough for a subscription callback (tens of microseconds), so that only an acceptable cloud is queued.
+    Raises :class:`MalformedCloudError`.
+    """
+    view, info = _validated_view(msg, _XYZ, (INTENSITY_FIELD,), max_points)
+    return ValidCloud(view, info, _buffer(msg.data))
+
+
+def xyzit_from_valid(cloud: ValidCloud) -> tuple[np.ndarray, CloudInfo]:
+    """float32 (N, 5) [x, y, z, intensity, time_lag] of a validated cloud: one copy, non-finite rows dropped."""
+    view, info = cloud.view, cloud.info
+    if view is None:
+        return np.zeros((0, 5), np.float32), info
+    h, w = view.shape
+    out = np.empty((h * w, 5), dtype=np.float32)
+    grid = out.reshape(h, w, 5)  # a view of out: writes land in place, padded rows included
+    # float64 values beyond float32's range become +-inf here and are dropped below as non-finite.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for col, name in enumerate(_XYZ):
+            grid[:, :, col] = view[name]
+        if INTENSITY_FIELD in view.dtype.names:
+            grid[:, :, 3] = view[INTENSITY_FIELD]
+            info.intensity_dtype = view.dtype[INTENSITY_FIELD].name
+        else:
+            out[:, 3] = 0.0
+    out[:, 4] = 0.0
+    out, info.non_finite = _finite_rows(out)
+    info.num_points = len(out)
+    return out, info
+
+
+def _float32_xyzi_view(view: np.ndarray, data: Any) -> np.ndarray | None:
+    """(N, 4) float32 x, y, z, intensity as a zero-copy view of the message, when the layout allows it."""
+    names = view.dtype.names
+    if INTENSITY_FIELD not in names or view.shape[0] != 1 and view.strides[0] != view.shape[1] * view.strides[1]:
+        return None  # no intensity, or padded rows
+    native = np.dtype(np.float32)
+    fields = [view.dtype.fields[n] for n in (*_XYZ, INTENSITY_FIELD)]
+    start = fields[0][1]
+    step = view.strides[1]
+    if start % 4 or step % 4 or any(f[0] != native or f[1] != start + 4 * i for i, f in enumerate(fields)):
+        return None
+    # On the message's own buffer (writable for rclpy's array.array): torch takes it without a warning.
+    return np.ndarray((view.size, 4), np.float32, data, start, (step, 4))
+
+
+def pipeline_points(cloud: ValidCloud) -> tuple[np.ndarray, CloudInfo]:
+    """The cheapest array the CenterPoint pipeline accepts for a validated cloud, and its CloudInfo.
+
+    Common layouts (native float32 x, y, z, intensity one after the other, rows not padded: the usual
+    PointXYZI and Autoware's PointXYZIRCAEDT-like float layouts) give a zero-copy (N, 4) float32 view of the
+    message (the pipeline adds time_lag 0 in the single copy it makes anyway). Points with non-finite x, y or z
+    stay in it: the pipeline drops them itself and counts them (``VoxelStats.nan_dropped``); a non-finite
+    intensity is the one thing checked here (O(N) read of one column), and sends the cloud to the copying path.
+    Everything else goes through :func:`xyzit_from_valid` (one copy, (N, 5), non-finite rows dropped).
+    The detections are the same either way.
+    """
+    view, info = cloud.view, cloud.info
+    if view is None:
+        return np.zeros((0, 5), np.float32), info
+    fast = _float32_xyzi_view(view, cloud.data)
+    if fast is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            intensity_ok = np.isfinite(np.add.reduce(fast[:, 3]))
+        if intensity_ok or np.isfinite(fast[:, 3]).all():  # a finite overflow of the sum is not a non-finite value
+            info.intensity_dtype = "float32"
+            info.num_points = len(fast)
+            return fast, info
+    return xyzit_from_valid(cloud)
+
+
 def pointcloud2_to_xyzit(
     msg: PointCloud2, max_points: int = DEFAULT_MAX_POINTS
 ) -> tuple[np.ndarray, CloudInfo]:
@@ -341,23 +441,7 @@ def pointcloud2_to_xyzit(
     are some). intensity is 0 when the cloud has no ``intensity`` field; time_lag is always 0 (single
     sweep, see the module docstring).
     """
-    view, info = _validated_view(msg, _XYZ, (INTENSITY_FIELD,), max_points)
-    if view is None:
-        return np.zeros((0, 5), np.float32), info
-    h, w = view.shape
-    out = np.empty((h * w, 5), dtype=np.float32)
-    grid = out.reshape(h, w, 5)  # a view of out: writes land in place, padded rows included
-    for col, name in enumerate(_XYZ):
-        grid[:, :, col] = view[name]
-    if INTENSITY_FIELD in view.dtype.names:
-        grid[:, :, 3] = view[INTENSITY_FIELD]
-        info.intensity_dtype = view.dtype[INTENSITY_FIELD].name
-    else:
-        out[:, 3] = 0.0
-    out[:, 4] = 0.0
-    out, info.non_finite = _finite_rows(out)
-    info.num_points = len(out)
-    return out, info
+    return xyzit_from_valid(validate_pointcloud2(msg, max_points))
 
 
 _NUMPY_TO_DATATYPE = {np.dtype(v).str[1:]: k for k, v in _DATATYPES.items()}
@@ -454,57 +538,7 @@ def array_to_pointcloud2(
 # Detections
 # --------------------------------------------------------------------------------------------------
 
-# AWML/T4 class name (lower case) -> Autoware ObjectClassification label; other names -> UNKNOWN (0).
-CLASS_TO_AUTOWARE_LABEL = {
-    "car": 1,
-    "truck": 2,
-    "bus": 3,
-    "trailer": 4,
-    "motorcycle": 5,
-    "bicycle": 6,
-    "pedestrian": 7,
-}
-# Other spellings in use: Autoware's lidar_centerpoint maps "MOTORBIKE" to MOTORCYCLE.
-_CLASS_ALIASES = {"motorbike": "motorcycle"}
 _CAR_LIKE = (1, 2, 3, 4)  # CAR, TRUCK, BUS, TRAILER: Autoware sets orientation SIGN_UNKNOWN for these
-
-
-def autoware_label(class_name: str) -> int:
-    """Autoware label of a class name, case-insensitive ("CAR", "car" -> 1); unknown names -> 0."""
-    key = class_name.strip().lower()
-    return CLASS_TO_AUTOWARE_LABEL.get(_CLASS_ALIASES.get(key, key), DetectedObject.UNKNOWN)
-
-
-def autoware_labels(class_names: Sequence[str]) -> np.ndarray:
-    """uint8 lookup table: class index -> Autoware label."""
-    return np.array([autoware_label(n) for n in class_names], dtype=np.uint8)
-
-
-def _labels_to_autoware(labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-    lut = autoware_labels(class_names)
-    out = np.zeros(len(labels), dtype=np.uint8)  # out-of-range indices -> UNKNOWN, as Autoware does
-    ok = (labels >= 0) & (labels < len(lut))
-    out[ok] = lut[labels[ok]]
-    return out
-
-
-# float32(pi) is 1.7e-7 above pi. Wrapping to (upper - 2 pi, upper] with this upper bound makes the float32
-# range (-float32(pi), float32(pi)]: every float32 yaw of that range survives a round trip exactly.
-PI_FLOAT32 = float(np.float32(np.pi))
-
-
-def wrap_angle(a: Any, upper: float = math.pi) -> np.ndarray:
-    """Wrap radians (float64) to (upper - 2 pi, upper]; the default is (-pi, pi]."""
-    a = np.asarray(a, dtype=np.float64)
-    lower = upper - 2.0 * np.pi
-    wrapped = upper - np.mod(upper - a, 2.0 * np.pi)
-    wrapped = np.where(wrapped <= lower, wrapped + 2.0 * np.pi, wrapped)  # mod may round up to 2 pi
-    return np.where((a > upper) | (a <= lower), wrapped, a)  # values in range stay bit-exact
-
-
-def yaw_from_quaternion(z: Any, w: Any, upper: float = math.pi) -> np.ndarray:
-    """Yaw of pure z-rotations: 2 * atan2(z, w), wrapped to (upper - 2 pi, upper]. Roll and pitch are ignored."""
-    return wrap_angle(2.0 * np.arctan2(np.asarray(z, np.float64), np.asarray(w, np.float64)), upper)
 
 
 def boxes_to_detected_objects(
@@ -512,24 +546,13 @@ def boxes_to_detected_objects(
 ) -> DetectedObjects:
     """Boxes3D -> awml_deploy_msgs/DetectedObjects (same order; labels outside class_names -> UNKNOWN).
 
-    Orientation is the quaternion of yaw about +z (x = y = 0, z = sin(yaw/2), w = cos(yaw/2));
-    dimensions x, y, z = length, width, height; velocity x, y (z = 0) with has_velocity = with_velocity
-    (velocity stays 0 when False).
+    The field values (yaw quaternion, labels, velocity) come from the core's :func:`object_fields`, the one
+    conversion the bag code uses too; :func:`detected_objects_to_boxes` is its inverse. Velocity stays 0 and
+    has_velocity false when ``with_velocity`` is false.
     """
-    n = len(boxes)
-    b = boxes.boxes.astype(np.float64)
-    half = 0.5 * b[:, 6]
-    cols = np.empty((n, 10), dtype=np.float64)
-    cols[:, :6] = b[:, :6]
-    cols[:, 6] = np.sin(half)
-    cols[:, 7] = np.cos(half)
-    cols[:, 8:] = boxes.velocities if with_velocity else 0.0
-    rows = cols.tolist()  # Python floats: the message setters take them without conversion
-    labels = _labels_to_autoware(boxes.labels, class_names).tolist()
-    scores = boxes.scores.astype(np.float64).tolist()
     has_vel = bool(with_velocity)
     objects = []
-    for (x, y, z, length, width, height, qz, qw, vx, vy), label, score in zip(rows, labels, scores):
+    for label, score, x, y, z, length, width, height, qz, qw, vx, vy in object_fields(boxes, class_names, has_vel):
         o = DetectedObject()
         o.label = label
         o.score = score
@@ -548,41 +571,6 @@ def boxes_to_detected_objects(
     msg.header = header
     msg.objects = objects
     return msg
-
-
-def detected_objects_to_boxes(
-    msg: DetectedObjects, class_names: Sequence[str], unmapped_label: int | None = None
-) -> Boxes3D:
-    """awml_deploy_msgs/DetectedObjects -> Boxes3D, the inverse of :func:`boxes_to_detected_objects`.
-
-    Labels go back by name: an Autoware label becomes the first index of ``class_names`` with that label.
-    Objects whose label no class maps to (e.g. UNKNOWN when no class is unknown to Autoware) are dropped,
-    or kept with ``unmapped_label`` (e.g. -1) when it is given. Dropping is the default because a -1 used
-    as a Python index silently picks the last class. Yaw = 2 * atan2(q.z, q.w) wrapped to (-pi, pi]
-    (in float32: (-float32(pi), float32(pi)], see PI_FLOAT32);
-    velocity is (0, 0) where has_velocity is false. Exact for float32 values (score included) when no two
-    class names share an Autoware label.
-    """
-    reverse: dict[int, int] = {}
-    for i, lab in enumerate(autoware_labels(class_names).tolist()):
-        reverse.setdefault(lab, i)
-    rows, labels, scores = [], [], []
-    for o in msg.objects:
-        idx = reverse.get(int(o.label), unmapped_label)
-        if idx is None:
-            continue
-        p, q, d, v = o.pose.position, o.pose.orientation, o.dimensions, o.velocity
-        hv = bool(o.has_velocity)
-        rows.append((p.x, p.y, p.z, d.x, d.y, d.z, q.z, q.w, v.x if hv else 0.0, v.y if hv else 0.0))
-        labels.append(idx)
-        scores.append(o.score)
-    if not rows:
-        return Boxes3D()
-    a = np.array(rows, dtype=np.float64)
-    boxes = np.empty((len(a), 7), dtype=np.float64)
-    boxes[:, :6] = a[:, :6]
-    boxes[:, 6] = yaw_from_quaternion(a[:, 6], a[:, 7], upper=PI_FLOAT32)
-    return Boxes3D(boxes=boxes, scores=np.array(scores, np.float32), labels=np.array(labels), velocities=a[:, 8:])
 
 
 def to_autoware_detected_objects(
@@ -620,11 +608,10 @@ def to_autoware_detected_objects(
     vel = boxes.velocities.astype(np.float64)
     cols = np.empty((n, 12), dtype=np.float64)
     cols[:, :6] = b[:, :6]
-    cols[:, 6] = np.sin(0.5 * yaw)
-    cols[:, 7] = np.cos(0.5 * yaw)
+    cols[:, 6], cols[:, 7] = yaw_to_quaternion(yaw)
     cols[:, 8] = c * vel[:, 0] + s * vel[:, 1]
     cols[:, 9] = -s * vel[:, 0] + c * vel[:, 1]
-    labels = _labels_to_autoware(boxes.labels, class_names).tolist()
+    labels = labels_to_autoware(boxes.labels, class_names).tolist()
     scores = boxes.scores.astype(np.float64).tolist()
     objects = []
     for (x, y, z, length, width, height, qz, qw, tx, ty, _, _), label, score in zip(cols.tolist(), labels, scores):
@@ -655,21 +642,14 @@ def to_autoware_detected_objects(
 # --------------------------------------------------------------------------------------------------
 
 
-def _median_ms(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed: int = 0) -> dict[str, float]:
     """Median milliseconds of the conversions on synthetic clouds; keys like ``to_xyzit_xyzirc_200000``.
 
     Layouts: ``xyzi`` (4 x float32, 16 B) and ``xyzirc`` (Autoware PointXYZIRC: float32 x, y, z, uint8
     intensity, uint8 return_type, uint16 channel, 16 B). Also ``boxes_to_msg_100`` / ``msg_to_boxes_100``.
     """
+    from awml_deploy_core.bench import median_ms  # the one timing helper (imports torch: only here)
+
     rng = np.random.default_rng(seed)
     result: dict[str, float] = {}
     xyzirc = np.dtype(
@@ -686,11 +666,11 @@ def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed
         for i, name in enumerate(_XYZ):
             structured[name] = xyzi[:, i]
         structured["intensity"] = rng.integers(0, 256, n)
-        result[f"from_array_xyzi_{n}"] = _median_ms(lambda: array_to_pointcloud2(xyzi, "lidar"), repeats)
+        result[f"from_array_xyzi_{n}"] = median_ms(lambda: array_to_pointcloud2(xyzi, "lidar"), repeats)
         clouds = {"xyzi": array_to_pointcloud2(xyzi, "lidar"), "xyzirc": array_to_pointcloud2(structured, "lidar")}
         for layout, msg in clouds.items():
-            result[f"to_array_{layout}_{n}"] = _median_ms(lambda: pointcloud2_to_array(msg), repeats)
-            result[f"to_xyzit_{layout}_{n}"] = _median_ms(lambda: pointcloud2_to_xyzit(msg), repeats)
+            result[f"to_array_{layout}_{n}"] = median_ms(lambda: pointcloud2_to_array(msg), repeats)
+            result[f"to_xyzit_{layout}_{n}"] = median_ms(lambda: pointcloud2_to_xyzit(msg), repeats)
     m = 100
     boxes = Boxes3D(
         boxes=rng.uniform(-3, 3, size=(m, 7)),
@@ -701,8 +681,8 @@ def benchmark(sizes: Sequence[int] = (100_000, 200_000), repeats: int = 20, seed
     names = ["car", "truck", "bus", "bicycle", "pedestrian"]
     header = Header(frame_id="lidar")
     det = boxes_to_detected_objects(boxes, names, header, True)
-    result[f"boxes_to_msg_{m}"] = _median_ms(lambda: boxes_to_detected_objects(boxes, names, header, True), repeats)
-    result[f"msg_to_boxes_{m}"] = _median_ms(lambda: detected_objects_to_boxes(det, names), repeats)
+    result[f"boxes_to_msg_{m}"] = median_ms(lambda: boxes_to_detected_objects(boxes, names, header, True), repeats)
+    result[f"msg_to_boxes_{m}"] = median_ms(lambda: detected_objects_to_boxes(det, names), repeats)
     return result
 
 

@@ -45,13 +45,51 @@ def declare_read_only(node: Any, specs: tuple[ParamSpec, ...], dynamic_typing: b
     """Declare every spec as a described, read-only parameter and return {name: value}."""
     from rcl_interfaces.msg import ParameterDescriptor
 
+    from rclpy.exceptions import ParameterException
+
+    from .startup import cli_overrides
+
+    cli = cli_overrides()
     values = {}
     for spec in specs:
         desc = ParameterDescriptor(name=spec.name, description=spec.description, read_only=True,
                                    additional_constraints=spec.constraints, dynamic_typing=dynamic_typing)
-        node.declare_parameter(spec.name, spec.default, desc)
-        values[spec.name] = node.get_parameter(spec.name).value
+        try:
+            node.declare_parameter(spec.name, spec.default, desc)
+        except ParameterException as e:  # rclpy refused the type itself (statically typed parameters)
+            got = node._parameter_overrides.get(spec.name)
+            raise _fail(spec.name, f"must be {_type_name(spec.default)}", getattr(got, "value", e)) from None
+        value = node.get_parameter(spec.name).value
+        if spec.name in cli and not _same_value(cli[spec.name], value):
+            # rcl keeps a params file's value when a -p of another type names the same parameter: refuse it.
+            if not dynamic_typing:
+                raise _fail(spec.name, f"must be {_type_name(spec.default)} (from -p)", cli[spec.name])
+            value = cli[spec.name]  # validate() refuses it by name
+        values[spec.name] = value
     return values
+
+
+def _type_name(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, (list, tuple)):
+        return "a list"
+    return "a string"
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """A -p value (YAML-parsed) and the value rclpy reports are the same parameter value."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    numbers = (int, float)
+    if (isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool)
+            and not isinstance(b, bool)):
+        return float(a) == float(b)
+    return type(a) is type(b) and a == b
 
 
 PARAMS: tuple[ParamSpec, ...] = (

@@ -189,14 +189,22 @@ def read_params(node: Any) -> dict[str, Any]:
 
 
 def main(args: list[str] | None = None) -> int:
-    import rclpy
-
-    from .bag_player import _init_rclpy
+    from .startup import init_ros, run_main
 
     stop = threading.Event()
-    _init_rclpy(args)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def start() -> int:
+        init_ros(args, signal_handlers=False)  # ours stop the recording loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        return _record(stop)
+
+    return run_main("output_recorder", start)
+
+
+def _record(stop: threading.Event) -> int:
+    import rclpy
+
     node = rclpy.create_node(NODE_NAME)
     recorder = None
     try:

@@ -18,16 +18,12 @@ SIGTERM, then SIGKILL, with timeouts). The processes run in their own sessions a
 parent-death signal), so an interrupted or killed run leaves no orphans; Ctrl-C stops the set in order and
 scores what was recorded (``"complete": false``, exit 130).
 
-Scoring is the offline replay's (``awml-deploy replay-eval``), not a copy of it: the recorded outputs become
-:class:`~awml_deploy_core.replay.scoring.FrameRecord` s through ``records_from_bag``, one per input sent, and go
-through the same :class:`~awml_deploy_core.replay.scoring.FrameScorer`, metric configuration, criteria
-(``apply_criteria``) and report (``write_run_report``). An input the node gave no output for is a DROPPED frame:
-listed (``dropped_frames`` in summary.json, a table in report.md), counted in the drop rate, never scored as a
-miss or a hit, and not part of AP. Real-time additions (``summary.json: realtime``, and a stage ``end_to_end``
-in ``latency_ms``, usable in criteria): end-to-end latency percentiles (from the player's publish time of a
-cloud, its replayed stamp, to the arrival of the node's output at the recorder), the output rate (Hz), the
-input rate actually played, and the player's lateness. The node's own ``pipeline`` latency (publish time minus
-header stamp) is left out: the stamps are the recording's, not this run's clock.
+This module only supervises the processes and holds the command line (its shared arguments come from
+``awml_deploy_core.replay.arguments``). Scoring is the offline replay's, not a copy of it:
+``awml_deploy_core.replay.realtime`` turns the recording into frames (an input the node gave no output for is a
+DROPPED frame: listed, counted in the drop rate, never scored, not part of AP), scores them with the offline
+replay's scorer, criteria and report, adds the real-time facts (``summary.json: realtime``, stage ``end_to_end``
+in ``latency_ms``) and writes the one summary schema (``awml_deploy_core.replay.summary``).
 
 ``--check-offline DIR`` also checks frame-by-frame agreement with an offline replay of the same bag and backend
 (run into DIR first when DIR holds none): every frame processed by both must have identical TP/FP/FN per class
@@ -43,7 +39,6 @@ error (e.g. the node did not start: the last lines of its log are shown), 130 in
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -52,9 +47,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from awml_deploy_core.replay.arguments import add_replay_arguments
+from awml_deploy_core.replay.realtime import RunInfo, fmt, score
+from awml_deploy_core.replay.summary import EXIT_INTERRUPTED
 
 log = logging.getLogger("replay_evaluation")
 
@@ -62,8 +61,6 @@ PKG = "awml_deploy_nodes"
 DEFAULT_OBJECTS_TOPIC = "/perception/object_recognition/detection/awml/objects"
 NODE_NAME = "centerpoint"
 STATS_TOPIC = f"/{NODE_NAME}/debug/inference_stats"
-EXIT_INTERRUPTED = 130
-END_TO_END = "end_to_end"
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -189,9 +186,9 @@ def _base_node_params() -> dict[str, Any]:
 def node_parameters(cfg: Any, backend: str, out: Path) -> tuple[dict[str, Any], str]:
     """centerpoint_node parameters that run the very model ``replay-eval`` runs for ``backend``: (params, source).
 
-    onnxruntime/tensorrt: the bundle in ``cfg.work_dir`` when its manifest holds this config's model, ONNX Runtime
-    settings and device (same graphs, same post-processing); otherwise (and for pytorch) the effective config,
-    written to ``<out>/deploy_config.yaml`` (onnxruntime then exports the checkpoint's graphs on the fly).
+    tensorrt: the bundle in ``cfg.work_dir``. Otherwise the effective config, written to
+    ``<out>/deploy_config.yaml``: the node's loader then finds what ``replay-eval`` finds (the ``work_dir`` bundle's
+    ONNX when exported from the same inputs, else graphs exported into ``<out>/onnx_cache``).
     """
     import yaml
 
@@ -201,25 +198,15 @@ def node_parameters(cfg: Any, backend: str, out: Path) -> tuple[dict[str, Any], 
     params.update(backend=backend, class_names=list(cfg.model.class_names), device=device, score_threshold=-1.0,
                   bundle_dir="", config="", checkpoint="")
     work = Path(cfg.work_dir).expanduser().resolve()
-    manifest = work / "manifest.json"
-    same = False
-    if backend != "pytorch" and manifest.is_file() and not cfg.export.onnx_source:
-        stored = (json.loads(manifest.read_text()).get("config")) or {}
-        now = cfg.model_dump(mode="json")
-        same = all(stored.get(k) == now.get(k) for k in ("model", "onnxruntime", "device"))
     if backend == "tensorrt":
         params.update(bundle_dir=str(work), precision=cfg.export.tensorrt.precision)
         return params, f"bundle {work}"
-    if same:
-        params["bundle_dir"] = str(work)
-        return params, f"bundle {work}"
     path = out / "deploy_config.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    data = cfg.model_dump(mode="json")
+    data["work_dir"] = str(work)  # the node runs from another folder
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     params["config"] = str(path)
-    if backend == "onnxruntime":
-        params["onnx_cache_dir"] = str(out / "onnx_cache")
-        log.warning("the bundle in %s does not hold this config's model/onnxruntime settings (or there is none): "
-                    "the node exports the checkpoint's ONNX graphs itself", work)
+    params["onnx_cache_dir"] = str(out / "onnx_cache")
     return params, f"config {path}"
 
 
@@ -232,20 +219,6 @@ def write_node_params(params: dict[str, Any], path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- the run
-@dataclass
-class RunInfo:
-    """What the processes did, for the summary."""
-
-    rate: float
-    recording: Path
-    sent_log: Path | None
-    node_source: str = ""
-    stopped: str | None = None
-    error: str | None = None
-    play_wall_s: float | None = None
-    logs: dict[str, str] = field(default_factory=dict)
-
-
 def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: Path, out: Path, rate: float,
                   grace_s: float, start_timeout_s: float, record_input_data: bool, info: RunInfo) -> None:
     """Recorder, node, player as separate processes; returns once all are stopped (also when interrupted)."""
@@ -345,315 +318,17 @@ def _grace(recorder: Proc, objects_topic: str, sent: int, grace_s: float) -> Non
         time.sleep(0.1)
 
 
-# --------------------------------------------------------------------------------------------- scoring
-def _topic_of(reader: Any, msgtype: str, role: str, required: bool) -> str | None:
-    from awml_deploy_core.errors import DatasetError
-
-    names = sorted(t for t, s in reader.topics.items() if s.msgtype == msgtype)
-    if len(names) > 1:
-        raise DatasetError(f"recording {reader.path}: {len(names)} {role} topics ({names}); expected one")
-    if not names and required:
-        raise DatasetError(f"recording {reader.path}: no {role} topic ({msgtype}); {reader.describe_topics()}")
-    return names[0] if names else None
-
-
-def _arrivals(reader: Any, topic: str | None, msgtype: str) -> dict[int, int]:
-    """{header stamp: first receive (log) time} of a recorded topic."""
-    from awml_deploy_core.data.rosbag_io import stamp_to_ns
-
-    out: dict[int, int] = {}
-    if topic is None:
-        return out
-    for i, (log_ns, raw) in enumerate(reader.messages(topic)):
-        out.setdefault(stamp_to_ns(reader.deserialize(raw, msgtype, topic, i).header.stamp), log_ns)
-    return out
-
-
-def _read_sent(path: Path | None, topic: str) -> list[dict[str, Any]]:
-    if path is None or not path.exists():
-        return []
-    rows = []
-    for text in path.read_text().splitlines():
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError:
-            break  # a last line cut short by a kill
-        if row.get("topic") == topic and row.get("stamp_ns") is not None:
-            rows.append(row)
-    return rows
-
-
-def realtime_records(recording: Path, class_names: Sequence[str], lidar_topic: str,
-                     sent_log: Path | None) -> tuple[list[Any], dict[str, Any]]:
-    """FrameRecords, one per input sent (in sending order), from a recording; and real-time facts.
-
-    Outputs and per-stage latencies come from ``records_from_bag``. The inputs: the player's sent log when there
-    is one (the exact list), else the inputs the recorder saw; an input seen by only one of them is kept (and
-    counted); an output whose input neither saw is kept too (``input_not_seen``), never dropped silently.
-    """
-    from awml_deploy_core.data.msg_definitions import DETECTED_OBJECTS, INFERENCE_STATS
-    from awml_deploy_core.data.rosbag_io import POINTCLOUD2, BagReader
-    from awml_deploy_core.replay.scoring import FrameRecord, records_from_bag
-
-    with BagReader(recording) as rec:
-        objects_topic = _topic_of(rec, DETECTED_OBJECTS, "detections", True)
-        stats_topic = _topic_of(rec, INFERENCE_STATS, "inference-stats", False)
-        input_topic = _topic_of(rec, POINTCLOUD2, "input", False)
-        if stats_topic is not None and rec.topics[stats_topic].count == 0:
-            stats_topic = None
-        outputs = {r.stamp_ns: r for r in records_from_bag(rec, objects_topic, class_names, None, stats_topic)} \
-            if rec.topics[objects_topic].count else {}
-        out_arrival = _arrivals(rec, objects_topic, DETECTED_OBJECTS)
-        in_arrival = _arrivals(rec, input_topic, POINTCLOUD2)
-    sent = _read_sent(sent_log, lidar_topic)
-    published = {int(r["stamp_ns"]): int(r["publish_ns"]) for r in sent}
-    order = [int(r["stamp_ns"]) for r in sent] if sent else sorted(in_arrival, key=in_arrival.get)
-    seen = set(order)
-    recorder_only = [s for s in sorted(in_arrival, key=in_arrival.get) if s not in seen]
-    order += recorder_only
-    seen.update(recorder_only)
-    unmatched = [s for s in sorted(out_arrival, key=out_arrival.get) if s not in seen]
-    order += unmatched
-
-    records, e2e = [], []
-    for s in order:
-        out = outputs.get(s)
-        latency = None
-        extra: dict[str, Any] = {}
-        if s in published:
-            extra["publish_ns"] = published[s]
-        if s in in_arrival:
-            extra["input_arrival_ns"] = in_arrival[s]
-        if s in unmatched:
-            extra["input_not_seen"] = True
-        if out is not None:
-            latency = {k: v for k, v in (out.latency_ms or {}).items() if k != "pipeline"}
-            extra["output_arrival_ns"] = out_arrival[s]
-            start = published.get(s, in_arrival.get(s))
-            if start is not None:
-                latency[END_TO_END] = (out_arrival[s] - start) / 1e6
-                e2e.append(latency[END_TO_END])
-        records.append(FrameRecord(s, out.detections if out is not None else None, latency, extra))
-
-    arrivals = sorted(out_arrival.values())
-    span = (arrivals[-1] - arrivals[0]) / 1e9 if len(arrivals) > 1 else 0.0
-    pubs = sorted(published.values())
-    in_span = (pubs[-1] - pubs[0]) / 1e9 if len(pubs) > 1 else 0.0
-    facts = {
-        "recording": str(recording),
-        "topics": {"input": input_topic, "objects": objects_topic, "stats": stats_topic},
-        "inputs_sent": len(sent) if sent else None,
-        "inputs_recorded": len(in_arrival),
-        "outputs": len(outputs),
-        "inputs_missed_by_recorder": len([s for s in published if s not in in_arrival]) if input_topic else None,
-        "inputs_not_in_sent_log": len(recorder_only) if sent else 0,
-        "outputs_without_input": len(unmatched),
-        "end_to_end_reference": ("player publish time" if sent else "input arrival at the recorder"),
-        "output_rate_hz": (len(arrivals) - 1) / span if span > 0 else None,
-        "input_rate_hz": (len(pubs) - 1) / in_span if in_span > 0 else None,
-        "player_late_ms": _stats([float(r.get("late_ms", 0.0)) for r in sent]) if sent else None,
-    }
-    return records, facts
-
-
-def _stats(values: list[float]) -> dict[str, Any] | None:
-    from awml_deploy_core.metrics.latency import LatencyStats
-
-    return LatencyStats.from_samples(values).to_dict() if values else None
-
-
-def _checkpoint_info(cfg: Any, backend: str) -> dict[str, Any]:
-    from awml_deploy_core.bundle import sha256_file
-    from awml_deploy_core.loader import resolve_checkpoint
-
-    try:
-        ckpt = resolve_checkpoint(cfg.checkpoint)
-        return {"path": str(ckpt), "sha256": sha256_file(ckpt)}
-    except Exception:  # noqa: BLE001 - informational only (the node reports its own model source)
-        return {"path": str(cfg.checkpoint), "sha256": None}
-
-
-def offline_agreement(frames: Sequence[dict[str, Any]], offline_dir: Path) -> dict[str, Any]:
-    """Frame-by-frame comparison with an offline replay-eval run of the same bag (matched by stamp)."""
-    from awml_deploy_core.replay.report import load_run
-
-    _, off_summary, off_frames = load_run(offline_dir)
-    off = {f["stamp_ns"]: f for f in off_frames}
-    compared, mismatched, dropped = 0, [], []
-    for f in frames:
-        o = off.get(f["stamp_ns"])
-        if f["status"] == "dropped":
-            dropped.append(f["stamp_ns"])
-            continue
-        if o is None or o["status"] != "scored" or f["status"] != "scored":
-            continue
-        compared += 1
-        keys = ("tp", "fp", "fn", "num_detections", "num_gt")
-        diff = {k: {"offline": o.get(k), "realtime": f.get(k)} for k in keys if o.get(k) != f.get(k)}
-        if diff:
-            mismatched.append({"stamp_ns": f["stamp_ns"], "index": f["index"], "diff": diff})
-    rt_stamps = {f["stamp_ns"] for f in frames}
-    return {"offline_run": str(offline_dir), "offline_backend": off_summary.get("backend"),
-            "compared": compared, "identical": compared - len(mismatched), "mismatched": mismatched,
-            "dropped_in_realtime": len(dropped), "offline_only": len([s for s in off if s not in rt_stamps])}
-
-
-def score(recording: Path, bag: Path, cfg: Any, backend: str, *, lidar_topic: str, gt_topic: str | None,
-          gt_info: str | None, tolerance_ms: float, criteria: Any, out: Path, info: RunInfo,
-          check_offline: Path | None = None) -> tuple[int, dict[str, Any]]:
-    """Score a recording exactly as the offline replay scores its frames; write frames.jsonl, summary.json,
-    report.md. Returns (exit code, summary)."""
-    from awml_deploy_core.bundle import atomic_write_json
-    from awml_deploy_core.data.rosbag_io import BagReader
-    from awml_deploy_core.errors import DatasetError
-    from awml_deploy_core.evaluate import metric_config
-    from awml_deploy_core.replay.criteria import apply_criteria
-    from awml_deploy_core.replay.offline import SUMMARY_SCHEMA_VERSION
-    from awml_deploy_core.replay.report import write_run_report
-    from awml_deploy_core.replay.scoring import DROPPED, SCORED, FrameScorer, open_ground_truth
-
-    names = cfg.model.class_names
-    with BagReader(bag) as reader:
-        gt = open_ground_truth(reader, names, gt_topic, gt_info)
-    records, facts = realtime_records(recording, names, lidar_topic, info.sent_log)
-    scorer = FrameScorer(gt, names, tolerance_ms, metric_config(cfg.model, cfg.evaluate))
-    with (out / "frames.jsonl").open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(scorer.add(rec), allow_nan=False) + "\n")
-    scores = scorer.result()
-    counts = scores.counts()
-    dropped = [{"index": fr["index"], "stamp_ns": fr["stamp_ns"]} for fr in scores.frames if fr["status"] == DROPPED]
-    e2e = scores.latency.get(END_TO_END)
-    facts.update(rate=info.rate, play_wall_s=info.play_wall_s, node_source=info.node_source, logs=info.logs,
-                 dropped=counts[DROPPED], drop_rate=counts[DROPPED] / counts["frames"] if counts["frames"] else None,
-                 end_to_end_ms=e2e.to_dict() if e2e is not None else None)
-    summary: dict[str, Any] = {
-        "schema_version": SUMMARY_SCHEMA_VERSION,
-        "kind": "replay_eval",
-        "mode": "realtime",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "complete": info.stopped is None,
-        "stopped": info.stopped,
-        "error": info.error,
-        "bag": str(bag),
-        "lidar_topic": lidar_topic,
-        "max_frames": None,
-        "backend": backend,
-        "model": cfg.model.name,
-        "checkpoint": _checkpoint_info(cfg, backend),
-        "device": cfg.device,
-        **scores.to_dict(),
-        "dropped_frames": dropped,
-        "wall_s": info.play_wall_s,
-        "throughput_fps": facts["output_rate_hz"],
-        "realtime": facts,
-        "criteria": criteria.model_dump(mode="json") if criteria is not None else None,
-        "gates": [],
-        "passed": None,
-    }
-    if check_offline is not None:
-        agree = offline_agreement(scores.frames, check_offline)
-        summary["offline_agreement"] = agree
-    if info.stopped is None:
-        gates = apply_criteria(criteria, summary, scores.frames) if criteria is not None else []
-        if check_offline is not None:
-            a = summary["offline_agreement"]
-            gates.append({"name": "identical to offline on every frame processed in both",
-                          "passed": a["compared"] > 0 and not a["mismatched"],
-                          "detail": f"{a['identical']}/{a['compared']} frames identical (TP/FP/FN per class, "
-                                    f"detections); {a['dropped_in_realtime']} dropped in real time, not compared"})
-        summary["gates"] = gates
-        summary["passed"] = all(g["passed"] for g in gates) if gates else counts[SCORED] > 0
-    atomic_write_json(out / "summary.json", summary)
-    try:
-        write_run_report(out, summary, scores.frames)
-        _append_realtime_report(out / "report.md", summary)
-    except Exception as e:  # noqa: BLE001 - the numbers are safe in summary.json
-        log.warning("report.md could not be written (%s: %s); summary.json is complete", type(e).__name__, e)
-    if info.stopped == "interrupted":
-        return EXIT_INTERRUPTED, summary
-    if info.stopped == "error":
-        return 3, summary
-    if counts[SCORED] == 0:
-        raise DatasetError(f"nothing scored: {counts['frames']} inputs, {facts['outputs']} outputs recorded in "
-                           f"{recording} ({counts[DROPPED]} dropped, {counts['skipped']} without ground truth within "
-                           f"{tolerance_ms:g} ms); see {out / 'summary.json'}")
-    return (0 if summary["passed"] else 1), summary
-
-
-def _fmt(v: Any, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def _append_realtime_report(path: Path, s: dict[str, Any]) -> None:
-    from awml_deploy_core.bundle import atomic_write_text
-    from awml_deploy_core.report import markdown_table
-
-    rt = s["realtime"]
-    e2e = rt.get("end_to_end_ms") or {}
-    late = rt.get("player_late_ms") or {}
-    md = [path.read_text().rstrip("\n"), "", f"## Real time (rate {rt['rate']:g})", "",
-          markdown_table(["", ""], [
-              ["inputs sent / recorded / outputs", f"{rt['inputs_sent']} / {rt['inputs_recorded']} / {rt['outputs']}"],
-              ["dropped (input without output)", f"{rt['dropped']} ({_fmt(100 * (rt['drop_rate'] or 0))}%): "
-                                                  "listed below, excluded from AP, failed frames for frame criteria"],
-              ["end-to-end latency p50 / p90 / p99 / max [ms]",
-               f"{_fmt(e2e.get('p50'))} / {_fmt(e2e.get('p90'))} / {_fmt(e2e.get('p99'))} / {_fmt(e2e.get('max'))} "
-               f"(from the {rt['end_to_end_reference']} to the output's arrival)"],
-              ["output rate [Hz]", _fmt(rt.get("output_rate_hz"), 2)],
-              ["input rate played [Hz]", _fmt(rt.get("input_rate_hz"), 2)],
-              ["player lateness p99 / max [ms]", f"{_fmt(late.get('p99'))} / {_fmt(late.get('max'))}"],
-              ["inputs the recorder missed / outputs without a sent input",
-               f"{rt.get('inputs_missed_by_recorder')} / {rt['outputs_without_input']}"],
-              ["node", rt.get("node_source")], ["recording", rt["recording"]],
-          ]), ""]
-    a = s.get("offline_agreement")
-    if a:
-        md += ["### Agreement with the offline replay", "",
-               f"{a['identical']}/{a['compared']} frames processed in both are identical (TP/FP/FN per class, number "
-               f"of detections); {a['dropped_in_realtime']} dropped in real time (not compared). Offline run: "
-               f"{a['offline_run']}.", ""]
-        if a["mismatched"]:
-            md += [markdown_table(["frame", "stamp [s]", "differs in"], [
-                [m["index"], f"{m['stamp_ns'] / 1e9:.3f}", ", ".join(m["diff"])] for m in a["mismatched"][:50]]), ""]
-    dropped = s.get("dropped_frames") or []
-    if dropped:
-        md += [f"### Dropped frames ({len(dropped)}; no output, never scored)", "",
-               markdown_table(["frame", "stamp [s]"], [[d["index"], f"{d['stamp_ns'] / 1e9:.3f}"]
-                                                       for d in dropped[:100]])]
-        if len(dropped) > 100:
-            md.append(f"... and {len(dropped) - 100} more (summary.json: dropped_frames)")
-        md.append("")
-    atomic_write_text(path, "\n".join(md) + "\n")
-
-
 # --------------------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    from awml_deploy_core.data.rosbag_io import DEFAULT_LIDAR_TOPIC
-
     p = argparse.ArgumentParser(
         prog="replay_evaluation",
         description="Replay a rosbag in real time through centerpoint_node (separate processes, real DDS) and score "
                     "the recorded outputs like `awml-deploy replay-eval`, with drops, end-to-end latency and output "
                     "rate.")
-    p.add_argument("bag", help="rosbag2 folder (or a single .mcap / .db3 file)")
-    p.add_argument("--config", required=True, help="deploy config YAML (see config/centerpoint.yaml)")
-    p.add_argument("--backend", choices=["onnxruntime", "pytorch", "tensorrt"], default="onnxruntime",
-                   help="backend (default: onnxruntime, from the bundle in the config's work_dir)")
+    add_replay_arguments(p, "<work_dir>/replay/<bag>_<backend>_realtime")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: 1.0, the recorded rate)")
-    gt = p.add_mutually_exclusive_group()
-    gt.add_argument("--gt-topic", help="ground-truth topic in BAG (default: /awml/ground_truth/objects if present)")
-    gt.add_argument("--gt-info", help="ground truth as an AWML info file, matched by timestamp")
-    p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
     p.add_argument("--objects-topic", default=DEFAULT_OBJECTS_TOPIC, help=f"node output (default: "
                                                                          f"{DEFAULT_OBJECTS_TOPIC})")
-    p.add_argument("--tolerance-ms", type=float, default=75.0,
-                   help="max |cloud stamp - ground-truth stamp| for a frame to be scored (default: 75)")
-    p.add_argument("--criteria", help="pass/fail criteria YAML (see config/replay_criteria.yaml)")
-    p.add_argument("--out", help="output folder (default: <work_dir>/replay/<bag>_<backend>_realtime)")
-    p.add_argument("--work-dir", help="bundle folder (overrides the config's work_dir)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
-    p.add_argument("--checkpoint", help="PyTorch checkpoint (overrides the config's checkpoint)")
     p.add_argument("--grace-s", type=float, default=3.0,
                    help="after the last cloud, wait this long for outputs still in flight (default: 3)")
     p.add_argument("--start-timeout-s", type=float, default=300.0,
@@ -688,6 +363,9 @@ def run(args: argparse.Namespace) -> int:
     if args.criteria:
         criteria = load_criteria(args.criteria)
         check_criteria(criteria, cfg.model.class_names, cfg.evaluate.distance_thresholds, args.criteria)
+    from awml_deploy_core.loader import check_backend
+
+    check_backend(args.backend)  # the same one line as every entry point when the backend's runtime is missing
     bag = Path(args.bag).expanduser().resolve()
     with BagReader(bag) as reader:  # fail before starting anything: lidar topic and ground truth must be there
         reader.require(args.lidar_topic, (POINTCLOUD2,), "lidar")
@@ -744,9 +422,9 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
     m = s.get("map_at_2m")
     print(f"{c['frames']} inputs: {c['scored']} scored, {c['skipped']} skipped, {c['dropped']} dropped (no output; "
           f"listed, not scored); mAP@2m {'-' if m is None else round(m, 4)}")
-    print(f"end-to-end latency p50/p90/p99 {_fmt(e2e.get('p50'))}/{_fmt(e2e.get('p90'))}/{_fmt(e2e.get('p99'))} ms; "
-          f"node total p50/p99 {_fmt(total.get('p50'))}/{_fmt(total.get('p99'))} ms; output rate "
-          f"{_fmt(rt.get('output_rate_hz'), 2)} Hz (input {_fmt(rt.get('input_rate_hz'), 2)} Hz, rate {rt['rate']:g})")
+    print(f"end-to-end latency p50/p90/p99 {fmt(e2e.get('p50'))}/{fmt(e2e.get('p90'))}/{fmt(e2e.get('p99'))} ms; "
+          f"node total p50/p99 {fmt(total.get('p50'))}/{fmt(total.get('p99'))} ms; output rate "
+          f"{fmt(rt.get('output_rate_hz'), 2)} Hz (input {fmt(rt.get('input_rate_hz'), 2)} Hz, rate {rt['rate']:g})")
     a = s.get("offline_agreement")
     if a:
         print(f"offline agreement: {a['identical']}/{a['compared']} frames identical, {len(a['mismatched'])} differ, "

@@ -40,6 +40,7 @@ Objects whose hull misses the image are not annotated (the camera does not see t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Iterator
@@ -48,7 +49,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from .camera_labels import t4_index
+from ..labels import t4_2d_index
 from .lidar import Ground, LidarSpec
 from .synthetic import SceneLayout, SceneSpec, _rng, build_layout, sequence_seed
 
@@ -357,7 +358,8 @@ def _make_look(layout: SceneLayout, kinds: np.ndarray) -> _Look:
     verge = [np.array([60, 125, 85]), np.array([70, 110, 135]), np.array([85, 140, 110])][int(rng.integers(0, 3))]
     verge = verge + rng.uniform(-15, 15, 3)
     paint = np.array([225, 230, 232]) * rng.uniform(0.85, 1.0)
-    tile = cv2.GaussianBlur(rng.standard_normal((128, 128)).astype(np.float32), (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
+    tile = rng.standard_normal((128, 128)).astype(np.float32)
+    tile = cv2.GaussianBlur(tile, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
     tile = tile / max(float(tile.std()), 1e-6)
     K = len(kinds)
     base = rng.uniform(60, 215, (K, 3))
@@ -450,15 +452,71 @@ def _clutter_albedo(kind: int, colour: np.ndarray, alt: np.ndarray, axis: int, h
 
 
 # ---------------------------------------------------------------------------------------- render
-def _ground_layer(layout: SceneLayout, cam: CameraSpec, look: _Look) -> tuple[np.ndarray, np.ndarray]:
-    """Colour (H, W, 3) and depth (H, W) of ground and sky (depth inf for sky)."""
+def _sample_tile(tile: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bilinear, wrapping lookup of ``tile[a, b]`` at float coordinates (world-fixed texture)."""
+    n = len(a)
+    cols = 1024
+    rows = max(1, -(-n // cols))
+    ma = np.zeros(rows * cols, np.float32)
+    mb = np.zeros(rows * cols, np.float32)
+    ma[:n] = np.mod(a, tile.shape[0])
+    mb[:n] = np.mod(b, tile.shape[1])
+    out = cv2.remap(tile, mb.reshape(rows, cols), ma.reshape(rows, cols), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_WRAP)
+    return out.ravel()[:n]
+
+
+@functools.lru_cache(maxsize=4)
+def _camera_rays(cam: CameraSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per camera (cached): pixel rays in the lidar frame with camera z = 1 (so the ray parameter is the
+    depth), the sky gradient weight per pixel, and the vignetting gain."""
     H, W = cam.height, cam.width
-    T = cam.T_cam_lidar
-    R = T[:3, :3]
-    C = cam.position
     u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
     rays_c = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u)], -1).reshape(-1, 3)
-    d = rays_c @ R  # lidar frame; camera z component 1, so t is the camera depth
+    d = rays_c @ cam.T_cam_lidar[:3, :3]
+    sky_k = np.clip(d[:, 2] / np.linalg.norm(d, axis=1) * 3.0, 0, 1)[:, None].astype(np.float32)
+    yy, xx = np.meshgrid((np.arange(H) - (H - 1) / 2) / (H / 2), (np.arange(W) - (W - 1) / 2) / (W / 2), indexing="ij")
+    vig = (1.0 - 0.09 * (xx**2 + yy**2)).astype(np.float32)
+    for a in (d, sky_k, vig):
+        a.setflags(write=False)
+    return d, sky_k, vig
+
+
+def _shadow_mask(cam: CameraSpec, look: _Look, ground: Ground, corners: np.ndarray) -> np.ndarray:
+    """(H*W,) bool: pixels whose ground point lies in the sun shadow of one of the cuboids ``corners``.
+
+    Each cuboid's shadow is the convex hull of its corners pushed along the sun onto the plane of its
+    bottom, drawn at ground height; only the ground layer is darkened (cuboids are not self-shadowed).
+    """
+    H, W = cam.height, cam.width
+    mask = np.zeros((H, W), np.uint8)
+    T = cam.T_cam_lidar
+    sun = look.sun
+    for c in corners:
+        zb = c[:, 2].min()
+        flat = c[:, :2] - sun[:2] * ((c[:, 2] - zb) / sun[2])[:, None]
+        hull = cv2.convexHull(flat.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        if len(hull) < 3:
+            continue
+        p = np.concatenate([hull, ground.z(hull[:, 0], hull[:, 1])[:, None]], 1)
+        pc = _clip_near(p @ T[:3, :3].T + T[:3, 3], cam.near)
+        if len(pc) < 3:
+            continue
+        uv = _project_cam(pc, cam)
+        if uv[:, 0].max() < -0.5 or uv[:, 0].min() > W - 0.5 or uv[:, 1].max() < -0.5 or uv[:, 1].min() > H - 0.5:
+            continue
+        pts = np.clip(np.round(uv * 16), -(1 << 26), 1 << 26).astype(np.int32)
+        cv2.fillConvexPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=4)
+    return mask.ravel().astype(bool)
+
+
+def _ground_layer(
+    layout: SceneLayout, cam: CameraSpec, look: _Look, shadow: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Colour (H, W, 3) and depth (H, W) of ground and sky (depth inf for sky)."""
+    H, W = cam.height, cam.width
+    C = cam.position
+    d, sky_k, _ = _camera_rays(cam)
     g: Ground = layout.ground
     denom = d[:, 2] - g.slope_x * d[:, 0] - g.slope_y * d[:, 1]
     num = -g.height + g.slope_x * C[0] + g.slope_y * C[1] - C[2]
@@ -469,7 +527,7 @@ def _ground_layer(layout: SceneLayout, cam: CameraSpec, look: _Look) -> tuple[np
     idx = np.nonzero(hit)[0]
     th = t[idx]
     dh = d[idx]
-    for _ in range(2):  # Newton (the undulation is a few cm: two steps reach < 1 mm) on C_z + t d_z = ground.z(C_xy + t d_xy)
+    for _ in range(2):  # Newton on C_z + t d_z = ground.z(C_xy + t d_xy); the undulation is a few cm
         x, y = C[0] + th * dh[:, 0], C[1] + th * dh[:, 1]
         und, gx, gy = g._undulation_and_grad(x, y)
         f = C[2] + th * dh[:, 2] - (-g.height + g.slope_x * x + g.slope_y * y + und)
@@ -480,9 +538,7 @@ def _ground_layer(layout: SceneLayout, cam: CameraSpec, look: _Look) -> tuple[np
     depth = np.full(len(d), np.inf)
     depth[idx] = th
     # Sky: gradient with elevation.
-    elev = d[:, 2] / np.linalg.norm(d, axis=1)
-    k = np.clip(elev * 3.0, 0, 1)[:, None]
-    colour = (1 - k) * look.sky_horizon + k * look.sky_top
+    colour = (look.sky_horizon + sky_k * (look.sky_top - look.sky_horizon)).astype(np.float32)
     # Ground albedo from the lidar's reflectivity classes, plus a world-fixed texture.
     x, y = C[0] + th * dh[:, 0], C[1] + th * dh[:, 1]
     refl = layout.road.ground_reflectivity(x, y)
@@ -490,9 +546,10 @@ def _ground_layer(layout: SceneLayout, cam: CameraSpec, look: _Look) -> tuple[np
     alb[refl == 16.0] = look.asphalt
     alb[refl == 45.0] = look.sidewalk
     alb[refl == 160.0] = look.paint
-    tex = look.tile[(np.floor(x * 6).astype(np.int64)) % 128, (np.floor(y * 6).astype(np.int64)) % 128]
+    tex = _sample_tile(look.tile, x * 6.0, y * 6.0)
     alb = alb * (1.0 + 0.08 * tex[:, None])
-    shade = look.ambient + look.diffuse * max(look.sun[2], 0.0)
+    lit = look.ambient + look.diffuse * max(look.sun[2], 0.0)
+    shade = np.where(shadow[idx], look.ambient, lit)[:, None]
     col = alb * shade
     fog = np.exp(-th / look.fog_distance)[:, None]
     colour[idx] = col * fog + look.sky_horizon * (1 - fog)
@@ -512,7 +569,6 @@ def render_frame(layout: SceneLayout, k: int, camera: CameraSpec | None = None, 
     M = len(boxes)
     kinds_c = _clutter_kinds(clutter.halves)
     look = _make_look(layout, kinds_c)
-    colour, ground_depth = _ground_layer(layout, cam, look)
 
     # All cuboids: clutter then objects (an object's faces are consecutive, for its "alone" count).
     centers = np.concatenate([clutter.centers, boxes[:, :3]])
@@ -521,6 +577,9 @@ def render_frame(layout: SceneLayout, k: int, camera: CameraSpec | None = None, 
     owner = np.concatenate([np.full(len(clutter), -1), np.arange(M)])
     Kc = len(clutter)
     corners = _cuboid_corners(centers, halves, yaws)  # (K, 8, 3)
+    casts = np.concatenate([kinds_c != _FOLIAGE, np.ones(M, bool)])  # foliage cubes: too many, too small
+    shadow = _shadow_mask(cam, look, layout.ground, corners[casts])
+    colour, ground_depth = _ground_layer(layout, cam, look, shadow)
     cc = corners @ R.T + tr
     zc = cc[..., 2]
     keep = (zc.max(1) > cam.near) & (zc.min(1) < cam.max_depth)
@@ -549,7 +608,6 @@ def render_frame(layout: SceneLayout, k: int, camera: CameraSpec | None = None, 
     stamp = np.full((H, W), -1, np.int32)
     alone = np.zeros(M, np.int64)
     inv_axes = axes  # world->local: local = axes @ (p - centre)
-    Rt = R.T
     C = cam.position
     for i in np.nonzero(keep)[0]:
         j = int(owner[i])
@@ -594,7 +652,7 @@ def render_frame(layout: SceneLayout, k: int, camera: CameraSpec | None = None, 
             if not closer.any():
                 continue
             py, px, z = py[closer], px[closer], z[closer]
-            pl = np.stack([rx[closer] * z, ry[closer] * z, z], 1) @ Rt + C  # lidar frame points
+            pl = np.stack([rx[closer] * z, ry[closer] * z, z], 1) @ R + C  # lidar frame points (R^T p_cam + C)
             loc = np.einsum("nd,ad->na", pl - centers[i], inv_axes[i])
             loc[:, 2] += halves[i, 2]  # z from the bottom
             if j >= 0:
@@ -608,9 +666,9 @@ def render_frame(layout: SceneLayout, k: int, camera: CameraSpec | None = None, 
             inst[py, px] = j
     # Sensor: exposure, vignetting, noise.
     rng = _rng(layout.seed, _KEY_NOISE, k)
-    yy, xx = np.meshgrid((np.arange(H) - (H - 1) / 2) / (H / 2), (np.arange(W) - (W - 1) / 2) / (W / 2), indexing="ij")
-    vig = 1.0 - 0.18 * (xx**2 + yy**2) / 2
-    img = colour * (look.exposure * vig)[..., None] + cam.noise_std * rng.standard_normal((H, W, 3))
+    vig = _camera_rays(cam)[2]
+    noise = rng.standard_normal((H, W, 3), dtype=np.float32)
+    img = colour * (np.float32(look.exposure) * vig)[..., None] + np.float32(cam.noise_std) * noise
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     depth = np.minimum(zbuf, ground_depth).astype(np.float32)
     objects = _annotate(layout, boxes, cc[Kc:], inst, alone, cam)
@@ -651,7 +709,7 @@ def _annotate(layout: SceneLayout, boxes: np.ndarray, cc: np.ndarray, inst: np.n
         depth = float((T[:3, :3] @ boxes[j, :3] + T[:3, 3])[2])
         out.append(
             CameraObject(
-                j, int(layout.instance_ids[j]), obj.cls, t4_index(obj.cls), box, trunc, max(occ, 0.0),
+                j, int(layout.instance_ids[j]), obj.cls, t4_2d_index(obj.cls), box, trunc, max(occ, 0.0),
                 int(visible[j]), int(alone[j]), ignore, depth, boxes[j].astype(np.float32),
             )
         )

@@ -26,7 +26,7 @@ On disk: an info file plus a folder of point files.
   Columns past the fifth are dropped; a 4-column file gets a zero time-lag column. The synthetic
   writer stores the ring index in column 4, like T4's ``LIDAR_CONCAT`` files.
 
-Every file is written atomically (temporary file in the same folder, then ``os.replace``).
+Every file is written atomically (:func:`awml_deploy_core.bundle.atomic_write_bytes`).
 """
 
 from __future__ import annotations
@@ -34,15 +34,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..bundle import atomic_write_bytes
 from ..errors import DatasetError
 from ..structures import Boxes3D
 from .lidar import LidarSpec
@@ -50,24 +49,6 @@ from .synthetic import Frame, SceneSpec, generate_frames
 
 INFO_VERSION = "awml_deploy-synthetic-1"
 _TAIL = 64 * 1024
-
-
-# --------------------------------------------------------------------------------------- atomic io
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------------- safe unpickle
@@ -193,7 +174,7 @@ def write_info_dataset(
         pts = np.empty((len(frame.points), 5), "<f4")
         pts[:, :4] = frame.points
         pts[:, 4] = frame.ring
-        _atomic_write(out_dir / rel, pts.tobytes())
+        atomic_write_bytes(out_dir / rel, pts.tobytes())
         data_list.append(_frame_info(frame, idx, rel))
     info = {
         "metainfo": {"classes": list(class_names or ()), "version": INFO_VERSION, "box_origin": [0.5, 0.5, 0.5]},
@@ -204,7 +185,7 @@ def write_info_dataset(
     else:
         blob = pickle.dumps(info, protocol=4)
     path = out_dir / info_name
-    _atomic_write(path, blob)
+    atomic_write_bytes(path, blob)
     return path
 
 

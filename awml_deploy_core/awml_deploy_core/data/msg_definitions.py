@@ -5,13 +5,11 @@ The core package reads and writes bags with ``rosbags`` and must work pip-instal
 ``awml_deploy_core/test/test_rosbag_io.py`` asserts that every constant equals its ``.msg`` file byte for
 byte, so the two cannot drift: edit the ``.msg`` file, then paste it here.
 
-Also here: Autoware's label numbers (``DetectedObject``'s constants, i.e. Autoware's ObjectClassification)
-by lower-case class name, parsed from the message text itself.
+Autoware's label numbers (``DetectedObject``'s constants) by class name are parsed from this text in
+:mod:`awml_deploy_core.labels`.
 """
 
 from __future__ import annotations
-
-import re
 
 PACKAGE = "awml_deploy_msgs"
 
@@ -118,25 +116,6 @@ MSG_DEFINITIONS: dict[str, str] = {
 }
 
 
-DETECTED_OBJECT = f"{PACKAGE}/msg/DetectedObject"
 DETECTED_OBJECTS = f"{PACKAGE}/msg/DetectedObjects"
 INFERENCE_STATS = f"{PACKAGE}/msg/InferenceStats"
 
-
-def _constants(text: str) -> dict[str, int]:
-    """``uint8 NAME=value`` lines of a .msg text."""
-    pattern = r"^\s*u?int\d+\s+([A-Z_][A-Z0-9_]*)\s*=\s*(\d+)"
-    return {m.group(1): int(m.group(2)) for m in re.finditer(pattern, text, re.M)}
-
-
-# "car" -> 1, ..., "pedestrian" -> 7, "unknown" -> 0 (Autoware's ObjectClassification numbers).
-AUTOWARE_LABELS: dict[str, int] = {k.lower(): v for k, v in _constants(DETECTED_OBJECT_MSG).items()}
-AUTOWARE_UNKNOWN = AUTOWARE_LABELS["unknown"]
-# Other spellings in use (Autoware's lidar_centerpoint calls motorcycles "MOTORBIKE").
-LABEL_ALIASES = {"motorbike": "motorcycle"}
-
-
-def autoware_label(class_name: str) -> int:
-    """Autoware label of a class name, case-insensitive; names Autoware does not know -> UNKNOWN (0)."""
-    key = class_name.strip().lower()
-    return AUTOWARE_LABELS.get(LABEL_ALIASES.get(key, key), AUTOWARE_UNKNOWN)

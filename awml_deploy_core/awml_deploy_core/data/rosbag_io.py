@@ -27,7 +27,6 @@ and the topic when one is involved.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -41,7 +40,8 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError
 from ..structures import Boxes3D
-from .msg_definitions import DETECTED_OBJECTS, MSG_DEFINITIONS, autoware_label
+from .detected_objects import detected_objects_to_boxes, object_fields
+from .msg_definitions import DETECTED_OBJECTS, MSG_DEFINITIONS
 
 log = logging.getLogger(__name__)
 
@@ -180,61 +180,18 @@ def cloud_to_points(msg: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- detections
 def detected_objects_message(boxes: Boxes3D, class_names: Sequence[str], stamp_ns: int,
                              frame_id: str = DEFAULT_FRAME_ID, with_velocity: bool = True) -> Any:
-    """Boxes3D -> a ``rosbags`` awml_deploy_msgs/DetectedObjects (same conventions as the ROS node's output)."""
+    """Boxes3D -> a ``rosbags`` awml_deploy_msgs/DetectedObjects (the node's conventions: :mod:`.detected_objects`)."""
     t = typestore().types
     Obj, Pose, Point, Quat, Vec = (t["awml_deploy_msgs/msg/DetectedObject"], t["geometry_msgs/msg/Pose"],
                                    t["geometry_msgs/msg/Point"], t["geometry_msgs/msg/Quaternion"],
                                    t["geometry_msgs/msg/Vector3"])
-    labels = [autoware_label(class_names[i]) if 0 <= i < len(class_names) else 0 for i in boxes.labels.tolist()]
-    objects = []
-    for (x, y, z, l, w, h, yaw), score, label, (vx, vy) in zip(boxes.boxes.astype(np.float64).tolist(),
-                                                              boxes.scores.tolist(), labels,
-                                                              boxes.velocities.astype(np.float64).tolist()):
-        objects.append(Obj(label=label, score=score,
-                           pose=Pose(position=Point(x=x, y=y, z=z),
-                                     orientation=Quat(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))),
-                           dimensions=Vec(x=l, y=w, z=h),
-                           velocity=Vec(x=vx if with_velocity else 0.0, y=vy if with_velocity else 0.0, z=0.0),
-                           has_velocity=bool(with_velocity)))
+    objects = [Obj(label=label, score=score,
+                   pose=Pose(position=Point(x=x, y=y, z=z), orientation=Quat(x=0.0, y=0.0, z=qz, w=qw)),
+                   dimensions=Vec(x=length, y=width, z=height), velocity=Vec(x=vx, y=vy, z=0.0),
+                   has_velocity=bool(with_velocity))
+               for label, score, x, y, z, length, width, height, qz, qw, vx, vy
+               in object_fields(boxes, class_names, with_velocity)]
     return t[DETECTED_OBJECTS](header=_header(stamp_ns, frame_id), objects=objects)
-
-
-def _get(obj: Any, name: str) -> Any:
-    return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
-
-
-def detected_objects_to_boxes(msg: Any, class_names: Sequence[str]) -> Boxes3D:
-    """awml_deploy_msgs/DetectedObjects -> Boxes3D, for a ``rosbags``-deserialized message, an rclpy message or a
-    plain dict of one (``awml_deploy_nodes.msg_dict.message_to_dict``).
-
-    Labels go back by name: an Autoware label becomes the first index of ``class_names`` with that label;
-    objects whose label no class maps to (e.g. UNKNOWN) are dropped. Yaw is the heading of the quaternion
-    (``atan2(2(wz + xy), 1 - 2(y^2 + z^2))``, = ``2 atan2(z, w)`` for a pure rotation about z); velocity is
-    (0, 0) where ``has_velocity`` is false.
-    """
-    reverse: dict[int, int] = {}
-    for i, name in enumerate(class_names):
-        reverse.setdefault(autoware_label(name), i)
-    rows, labels, scores = [], [], []
-    for o in _get(msg, "objects"):
-        idx = reverse.get(int(_get(o, "label")))
-        if idx is None:
-            continue
-        pose = _get(o, "pose")
-        p, q, d, v = _get(pose, "position"), _get(pose, "orientation"), _get(o, "dimensions"), _get(o, "velocity")
-        hv = bool(_get(o, "has_velocity"))
-        rows.append((_get(p, "x"), _get(p, "y"), _get(p, "z"), _get(d, "x"), _get(d, "y"), _get(d, "z"),
-                     _get(q, "x"), _get(q, "y"), _get(q, "z"), _get(q, "w"),
-                     _get(v, "x") if hv else 0.0, _get(v, "y") if hv else 0.0))
-        labels.append(idx)
-        scores.append(_get(o, "score"))
-    if not rows:
-        return Boxes3D()
-    a = np.asarray(rows, np.float64)
-    qx, qy, qz, qw = a[:, 6], a[:, 7], a[:, 8], a[:, 9]
-    yaw = np.arctan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
-    boxes = np.concatenate([a[:, :6], yaw[:, None]], axis=1)
-    return Boxes3D(boxes, np.asarray(scores, np.float32), np.asarray(labels, np.int64), a[:, 10:12])
 
 
 # --------------------------------------------------------------------------------------------- reading

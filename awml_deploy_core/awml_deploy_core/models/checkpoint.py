@@ -6,13 +6,12 @@ Every failure is a ``CheckpointError`` with a one-line message naming the offend
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..bundle import atomic_write
 from ..config import CenterPointModelConfig, format_validation_error
 from ..errors import CheckpointError
 from .centerpoint import CenterPoint, build_centerpoint
@@ -23,29 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def save_checkpoint(model: CenterPoint, cfg: CenterPointModelConfig, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write atomically (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (:func:`awml_deploy_core.bundle.atomic_write`: temp file, fsync, rename)."""
     payload = {
         "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         "model_config": cfg.model_dump(),
         "meta": dict(meta or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def _names(keys: list[str]) -> str:

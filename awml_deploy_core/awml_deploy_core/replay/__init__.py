@@ -1,11 +1,14 @@
-"""Rosbag replay: offline evaluation (pipeline on every cloud of a bag), scoring shared with the real-time path,
-pass/fail criteria and reports. No ROS imports: bags are read with the pure-Python ``rosbags``."""
+"""Rosbag replay: offline evaluation (:mod:`.offline`: pipeline on every cloud of a bag), real-time scoring of a
+node's recorded outputs (:mod:`.realtime`), one scorer (:mod:`.scoring`), one summary schema (:mod:`.summary`),
+the command-line arguments both replays share (:mod:`.arguments`), pass/fail criteria and reports. No ROS
+imports: bags are read with the pure-Python ``rosbags``."""
 
 from .criteria import ReplayCriteria, apply_criteria, load_criteria
 from .scoring import (FrameRecord, FrameScorer, GroundTruth, ReplayScores, detected_objects_to_boxes, records_from_bag,
                       score_frames)
+from .summary import ReplaySummary
 
 __all__ = [
-    "FrameRecord", "FrameScorer", "GroundTruth", "ReplayCriteria", "ReplayScores", "apply_criteria",
+    "FrameRecord", "FrameScorer", "GroundTruth", "ReplayCriteria", "ReplayScores", "ReplaySummary", "apply_criteria",
     "detected_objects_to_boxes", "load_criteria", "records_from_bag", "score_frames",
 ]

@@ -37,12 +37,11 @@ from ..loader import load_pipeline
 from ..data.rosbag_io import DEFAULT_LIDAR_TOPIC, POINTCLOUD2, BagReader, cloud_to_points, stamp_to_ns
 from ..errors import AwmlDeployError, DatasetError
 from ..pipelines.centerpoint.pipeline import CenterPointPipeline
-from .criteria import ReplayCriteria, apply_criteria, check_criteria
+from .criteria import ReplayCriteria, check_criteria
 from .scoring import DEFAULT_TOLERANCE_MS, SCORED, FrameRecord, FrameScorer, GroundTruth, open_ground_truth
+from .summary import EXIT_INTERRUPTED, ReplaySummary
 
 log = logging.getLogger(__name__)
-SUMMARY_SCHEMA_VERSION = 1
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -163,6 +162,9 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
                     out_dir: str | Path | None = None, progress: bool = True, strict_order: bool = False,
                     max_frames: int | None = None) -> ReplayOutcome:
     """Replay ``bag`` through the ``backend`` pipeline and score it; see the module doc for outputs and exit codes."""
+    from ..loader import check_backend
+
+    check_backend(backend)  # one line when the backend's runtime is missing, before the bag is read
     from ..evaluate import metric_config
 
     bag = Path(bag)
@@ -205,34 +207,13 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
         wall = time.perf_counter() - t0
 
     scores = scorer.result()
-    summary: dict[str, Any] = {
-        "schema_version": SUMMARY_SCHEMA_VERSION,
-        "kind": "replay_eval",
-        "mode": "offline",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "complete": stopped is None,
-        "stopped": stopped,
-        "error": error,
-        "bag": str(bag),
-        "lidar_topic": lidar_topic,
-        "max_frames": max_frames,
-        "backend": backend,
-        "model": cfg.model.name,
-        "checkpoint": ckpt,
-        "device": cfg.device,
-        **scores.to_dict(),
-        "wall_s": wall,
-        "throughput_fps": len(scores.frames) / wall if wall > 0 and scores.frames else None,
-        "criteria": criteria.model_dump(mode="json") if criteria is not None else None,
-        "gates": [],
-        "passed": None,
-    }
+    result = ReplaySummary(
+        mode="offline", bag=str(bag), lidar_topic=lidar_topic, backend=backend, model=cfg.model.name, checkpoint=ckpt,
+        device=cfg.device, scores=scores, stopped=stopped, error=error, max_frames=max_frames, wall_s=wall,
+        throughput_fps=len(scores.frames) / wall if wall > 0 and scores.frames else None, criteria=criteria)
+    result.judge()
+    summary = result.to_dict()
     counts = summary["counts"]
-    if stopped is None and criteria is not None:
-        summary["gates"] = apply_criteria(criteria, summary, scores.frames)
-        summary["passed"] = all(g["passed"] for g in summary["gates"])
-    elif stopped is None:
-        summary["passed"] = counts[SCORED] > 0
     _finish(out, summary, scores.frames)
     if scores.out_of_order:
         log.warning("%d clouds have a header stamp older than an earlier cloud's (first: frame %d); they were "

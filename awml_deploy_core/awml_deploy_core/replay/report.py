@@ -23,8 +23,6 @@ from ..report import _save_figure, markdown_table, plot_pr_curves
 from .criteria import FrameCriteria, pass_rate
 from .scoring import DROPPED, SKIPPED
 
-STAGES_SHOWN = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
-
 
 def _f(v: Any, digits: int = 4) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"

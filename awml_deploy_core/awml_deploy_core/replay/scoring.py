@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.rosbag_io import (DEFAULT_GT_TOPIC, INFO_DIR, BagReader, detected_objects_to_boxes, read_detected_objects,
-                              seconds_to_ns)
+from ..data.detected_objects import detected_objects_to_boxes
+from ..data.rosbag_io import DEFAULT_GT_TOPIC, INFO_DIR, BagReader, read_detected_objects, seconds_to_ns
 from ..errors import DatasetError
 from ..metrics.detection3d import (Detection3DConfig, Detection3DResult, evaluate_detection3d, match_frame,
                                    select_in_range)

@@ -30,6 +30,8 @@ from torch import Tensor
 
 from ...config import CenterPointModelConfig
 from ...structures import Boxes3D
+from .gpu_nms import circle_nms_keep, gpu_nms_supported
+from .nms import nms
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +125,41 @@ def unpack(packed: np.ndarray) -> Boxes3D:
                    labels=rows[:, 8].astype(np.int64), velocities=np.ascontiguousarray(rows[:, 9:11]))
 
 
+def decode_nms_packed(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Tensor:
+    """``decode_packed`` plus the circle NMS (gpu_nms.py; only where ``gpu_nms_supported``): (K, 14) rows, column
+    12 = kept after NMS and the post-NMS cap, column 13 = the fixed point was reached (same on every row)."""
+    packed = decode_packed(outputs, cfg)
+    keep, converged = circle_nms_keep(packed, cfg)
+    k = packed.shape[0]
+    return torch.cat([packed, keep.to(torch.float32)[:, None], converged.to(torch.float32).expand(k)[:, None]],
+                     dim=1)
+
+
+def unpack_nms(packed: np.ndarray, cfg: CenterPointModelConfig) -> Boxes3D:
+    """``decode_nms_packed`` rows on the host -> the detections after NMS (the host NMS where the GPU one had not
+    converged: the same kept set either way)."""
+    if len(packed) and packed[0, 13] > 0:
+        rows = packed[packed[:, 12] > 0]
+        return unpack(rows[:, :12])
+    return nms(unpack(packed[:, :12]), cfg)
+
+
 class GraphDecoder:
     """``decode`` on CUDA replayed from one captured CUDA graph (decode_packed is static in shape): the head
     outputs are copied into the graph's input buffers, one replay, one device-to-host copy. Captured on the
-    first call; head outputs of another shape than the captured ones are decoded eagerly."""
+    first call; head outputs of another shape than the captured ones are decoded eagerly. Where the NMS config
+    allows (``gpu_nms_supported``) the graph runs the circle NMS too (``postprocess``)."""
 
     def __init__(self, cfg: CenterPointModelConfig) -> None:
         self.cfg = cfg
+        self.gpu_nms = gpu_nms_supported(cfg)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._inputs: dict[str, Tensor] = {}
         self._packed: Tensor | None = None
         self.eager_reason: str | None = None  # set when capture failed: decoding eagerly from then on
+
+    def _fn(self, outputs: Mapping[str, Tensor]) -> Tensor:
+        return decode_nms_packed(outputs, self.cfg) if self.gpu_nms else decode_packed(outputs, self.cfg)
 
     def _capture(self, outputs: Mapping[str, Tensor]) -> None:
         self._inputs = {k: v.detach().clone() for k, v in outputs.items()}
@@ -141,30 +167,43 @@ class GraphDecoder:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # uploads the constant tables, settles the allocator
-                decode_packed(self._inputs, self.cfg)
+                self._fn(self._inputs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._packed = decode_packed(self._inputs, self.cfg)
+                self._packed = self._fn(self._inputs)
         except RuntimeError as e:  # an op that cannot be captured on this torch/GPU: say so, decode eagerly
             self.eager_reason = str(e).splitlines()[0]
             log.warning("decode: CUDA graph capture failed (%s); decoding eagerly", self.eager_reason)
             return
         self._graph = graph
 
-    def __call__(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
+    def _replay(self, outputs: Mapping[str, Tensor]) -> np.ndarray | None:
+        """The packed rows on the host, or None where the eager path must run (other shapes, no graph)."""
         if self._graph is None and self.eager_reason is None:
             self._capture(outputs)
         same = self._graph is not None and all(
             k in outputs and outputs[k].shape == v.shape and outputs[k].dtype == v.dtype
             for k, v in self._inputs.items())
         if not same:
-            return decode(outputs, self.cfg)
+            return None
         for k, buf in self._inputs.items():
             buf.copy_(outputs[k])
         self._graph.replay()
-        return unpack(self._packed.cpu().numpy())
+        return self._packed.cpu().numpy()  # one transfer: the one sync
+
+    def __call__(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
+        """Decoded candidates, before NMS (= ``decode``)."""
+        packed = self._replay(outputs)
+        return decode(outputs, self.cfg) if packed is None else unpack(packed[:, :12])
+
+    def postprocess(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
+        """Detections after NMS (= ``nms(decode(...))``), the NMS in the graph where supported."""
+        packed = self._replay(outputs)
+        if packed is None:
+            return nms(decode(outputs, self.cfg), self.cfg)
+        return unpack_nms(packed, self.cfg) if self.gpu_nms else nms(unpack(packed), self.cfg)
 
 
 def _boxes_at(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, idx: Tensor, w_out: int

@@ -14,6 +14,8 @@ kernel), so CPU and CUDA give the same bits.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -34,8 +36,14 @@ def encoder_features(voxels: Voxels, cfg: CenterPointModelConfig) -> Tensor:
 
 
 def encoder_features_from(points: Tensor, num_points: Tensor, coords: Tensor, cfg: CenterPointModelConfig) -> Tensor:
-    """points (V, P, 5) [x, y, z, intensity, time_lag]; num_points (V,); coords (V, 2) (y, x) or (V, 3) (b, y, x)."""
+    """points (V, P, 5) [x, y, z, intensity, time_lag]; num_points (V,); coords (V, 2) (y, x) or (V, 3) (b, y, x).
+
+    Each group of feature columns is written by one op straight into the output (few, large kernels: the CUDA
+    graph of the preprocess replays every op as a node); every element is the same float32 op as stated above.
+    """
     n_feat = cfg.encoder_in_features
+    if n_feat not in (9, 10, 11):  # guarded by the config type; kept for a clear message
+        raise ValueError(f"encoder_in_features must be 9, 10 or 11, got {n_feat}")
     v, p = points.shape[0], points.shape[1]
     if v == 0:
         return points.new_zeros(0, p, n_feat)
@@ -43,31 +51,36 @@ def encoder_features_from(points: Tensor, num_points: Tensor, coords: Tensor, cf
     valid = torch.arange(p, device=dev)[None, :] < num_points[:, None]  # (V, P)
     xyz = points[:, :, :3]
     count = num_points.to(torch.float32).clamp(min=1.0)[:, None]
-    mean = _sequential_sum(torch.where(valid[..., None], xyz, torch.zeros((), device=dev))) / count  # (V, 3)
-    f_mean = xyz - mean[:, None, :]
+    mean = _sequential_sum(torch.where(valid[..., None], xyz, _const(0.0, dev))) / count  # (V, 3)
 
     vx, vy, vz = cfg.voxel_size
     r = cfg.point_cloud_range
-    iy = coords[:, -2].to(torch.float32)
-    ix = coords[:, -1].to(torch.float32)
+    iyx = coords[:, -2:].to(torch.float32)  # (V, 2) y, x
+    # centre_x = voxel_x / 2 + x_idx * voxel_x + range_min_x, centre_y likewise: both in one (V, 2) op chain.
+    centre = (_const_pair(vx / 2, vy / 2, dev) + iyx.flip(1) * _const_pair(vx, vy, dev)) + _const_pair(r[0], r[1], dev)
+    cz = _const(vz / 2, dev) + _const(r[2], dev)  # a single z cell (pillars)
 
-    def t(val: float) -> Tensor:
-        return torch.full((1,), val, dtype=torch.float32, device=dev)
+    feats = points.new_empty(v, p, n_feat)
+    if n_feat == 11:  # x, y, z, intensity, time_lag | mean offsets | centre offsets x, y | z - centre_z
+        feats[:, :, 0:5].copy_(points[:, :, 0:5])
+        m0 = 5
+    else:  # x, y, z, time_lag | mean offsets | centre offsets x, y [| z - centre_z]
+        feats[:, :, 0:3].copy_(points[:, :, 0:3])
+        feats[:, :, 3].copy_(points[:, :, 4])
+        m0 = 4
+    torch.sub(xyz, mean[:, None, :], out=feats[:, :, m0:m0 + 3])
+    torch.sub(points[:, :, 0:2], centre[:, None, :], out=feats[:, :, m0 + 3:m0 + 5])
+    if n_feat != 9:
+        torch.sub(points[:, :, 2], cz, out=feats[:, :, m0 + 5])
+    return feats.masked_fill_(~valid[..., None], 0.0)
 
-    cx = t(vx / 2) + ix * t(vx) + t(r[0])
-    cy = t(vy / 2) + iy * t(vy) + t(r[1])
-    cz = t(vz / 2) + t(r[2])  # a single z cell (pillars)
-    f_cx = points[:, :, 0] - cx[:, None]
-    f_cy = points[:, :, 1] - cy[:, None]
 
-    x, y, z, inten, lag = (points[:, :, i] for i in range(5))
-    if n_feat == 11:
-        cols = [x, y, z, inten, lag, f_mean[..., 0], f_mean[..., 1], f_mean[..., 2], f_cx, f_cy, z - cz]
-    elif n_feat == 10:
-        cols = [x, y, z, lag, f_mean[..., 0], f_mean[..., 1], f_mean[..., 2], f_cx, f_cy, z - cz]
-    elif n_feat == 9:
-        cols = [x, y, z, lag, f_mean[..., 0], f_mean[..., 1], f_mean[..., 2], f_cx, f_cy]
-    else:  # guarded by the config type; kept for a clear message
-        raise ValueError(f"encoder_in_features must be 9, 10 or 11, got {n_feat}")
-    feats = torch.stack(cols, dim=2)
-    return torch.where(valid[..., None], feats, torch.zeros((), device=dev))
+@functools.lru_cache(maxsize=64)
+def _const(value: float, device: torch.device) -> Tensor:
+    """A (1,) float32 device tensor, made once (a device tensor, not a Python scalar: see voxelize._f32)."""
+    return torch.full((1,), value, dtype=torch.float32, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _const_pair(a: float, b: float, device: torch.device) -> Tensor:
+    return torch.tensor([a, b], dtype=torch.float32, device=device)

@@ -21,6 +21,7 @@ from ...structures import Boxes3D
 from .decode import GraphDecoder, decode
 from .features import encoder_features
 from .nms import nms
+from .preprocess_graph import GraphPreprocessor
 from .voxelize import VoxelStats, as_points, voxelize
 
 STAGES = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
@@ -48,10 +49,15 @@ class CenterPointPipeline:
         self.device = torch.device(device)
         self._cuda = self.device.type == "cuda"
         self._decoder = GraphDecoder(cfg) if self._cuda else None
+        self._pre_graph = GraphPreprocessor(cfg) if self._cuda else None
 
     # ------------------------------------------------------------------------------ stages
     def preprocess(self, points: np.ndarray | Tensor) -> PreprocessOutput:
         pts = as_points(points, self.device)
+        if self._pre_graph is not None:
+            got = self._pre_graph(pts)
+            if got is not None:
+                return PreprocessOutput(*got)
         vox = voxelize(pts, self.cfg)
         return PreprocessOutput(encoder_features(vox, self.cfg), vox.coords, vox.stats)
 
@@ -74,14 +80,15 @@ class CenterPointPipeline:
 
     def postprocess(self, head_outputs: Mapping[str, Tensor]) -> Boxes3D:
         if self._decoder is not None and head_outputs["heatmap"].is_cuda:
-            return nms(self._decoder(head_outputs), self.cfg)
+            return self._decoder.postprocess(head_outputs)
         return nms(decode(head_outputs, self.cfg), self.cfg)
 
     def close(self) -> None:
         """Release the backend's sessions, engines and device memory; the pipeline refuses to run afterwards."""
         self.runners.close()
         if self._decoder is not None:
-            self._decoder = GraphDecoder(self.cfg)  # drops the captured graph and its buffers
+            self._decoder = GraphDecoder(self.cfg)  # drops the captured graphs and their buffers
+            self._pre_graph = GraphPreprocessor(self.cfg)
 
     # -------------------------------------------------------------------------------- all
     def _sync(self) -> None:

@@ -10,6 +10,7 @@ points and the first ``max_voxels`` pillars are kept. Everything dropped is coun
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -78,8 +79,14 @@ def as_points(points: np.ndarray | Tensor, device: str | torch.device | None = N
 
 def _f32(value: float, like: Tensor) -> Tensor:
     # A device tensor, not a Python scalar: CUDA kernels may turn division by a CPU scalar into a
-    # multiplication by its reciprocal, which would break CPU/CUDA bit-equality.
-    return torch.full((1,), value, dtype=torch.float32, device=like.device)
+    # multiplication by its reciprocal, which would break CPU/CUDA bit-equality. Made once per device (a
+    # fill per use would be a node of the preprocess CUDA graph each).
+    return _f32_on(float(value), like.device)
+
+
+@functools.lru_cache(maxsize=128)
+def _f32_on(value: float, device: torch.device) -> Tensor:
+    return torch.full((1,), value, dtype=torch.float32, device=device)
 
 
 def cell_index(values: Tensor, vmin: float, size: float, cells: int) -> Tensor:
@@ -88,16 +95,12 @@ def cell_index(values: Tensor, vmin: float, size: float, cells: int) -> Tensor:
     return idx.to(torch.int64).clamp_(0, cells - 1)
 
 
-def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels:
-    """Group a cloud into pillars. Works on the tensor's device; CPU and CUDA give identical results.
-
-    Every step keeps the cloud's static size N (points out of range go to a sentinel pillar that sorts last), so
-    on CUDA the only host synchronization is the one that reads the pillar count and the drop counters together.
-    """
-    pts = as_points(points)
+def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> dict[str, Tensor]:
+    """Pillar and slot of every point, at the cloud's static size N (no host sync). ``real`` (N,) bool marks
+    the rows that are points (the rest is padding: never counted, never kept); None = all rows."""
     dev = pts.device
     n_in = pts.shape[0]
-    p_max, v_max = cfg.max_points_per_voxel, cfg.max_voxels
+    v_max = cfg.max_voxels
     gx, gy = cfg.grid_size
     r = cfg.point_cloud_range
 
@@ -108,10 +111,14 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
         & (y >= _f32(r[1], y)) & (y < _f32(r[4], y))
         & (z >= _f32(r[2], z)) & (z < _f32(r[5], z))
     )  # NaN compares false: non-finite points are never in range
+    if real is not None:
+        finite = finite | ~real  # padding is not a NaN point
+        in_range = in_range & real
 
     sentinel = gx * gy
+    # int32 keys: a radix sort over half the bits (gx * gy < 2^31 for any grid a GPU holds).
     pid = torch.where(in_range, cell_index(y, r[1], cfg.voxel_size[1], gy) * gx
-                      + cell_index(x, r[0], cfg.voxel_size[0], gx), sentinel)
+                      + cell_index(x, r[0], cfg.voxel_size[0], gx), sentinel).to(torch.int32)
 
     # Group by pillar, input order inside a group (stable sort).
     pid_sorted, order = torch.sort(pid, stable=True)
@@ -120,52 +127,95 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
     if n_in > 1:
         torch.ne(pid_sorted[1:], pid_sorted[:-1], out=new_group[1:])
     valid = pid_sorted != sentinel  # sorted point is in range
-    start = torch.cummax(torch.where(new_group, pos, 0), 0).values if n_in else pos  # group start, per point
+    # Group start, per point: the first index of its pillar id in the sorted ids (a parallel binary search; a
+    # running max over the group heads would be the same numbers, but torch's 1-D cummax is one CUDA block).
+    start = torch.searchsorted(pid_sorted, pid_sorted)
     slot = pos - start
 
     # Pillars by first appearance: the first point of a group (stable sort) is its earliest input point; a
     # pillar's rank = how many pillars appear earlier in the input.
-    first = torch.zeros(n_in, dtype=torch.int64, device=dev).scatter_(0, order, (new_group & valid).long())
+    heads = new_group & valid  # the first point of each pillar
+    first = torch.zeros(n_in, dtype=torch.int64, device=dev).scatter_(0, order, heads.long())
     rank_by_input = torch.cumsum(first, 0) - 1
     rank = rank_by_input[order[start]]
 
+    p_max = cfg.max_points_per_voxel
     pillar_kept = valid & (rank < v_max)
     slot_ok = slot < p_max
+    # The six counters in one reduction: (6, N) flags summed along N.
     counters = torch.stack(
         [
-            first.sum(),  # pillars
-            (~finite).sum(),
-            valid.sum(),  # points in range
-            (pillar_kept & ~slot_ok).sum(),
-            (valid & ~pillar_kept).sum(),
-            (pillar_kept & (slot == p_max)).sum(),  # pillars truncated: each has exactly one point at slot P
+            heads,  # pillars
+            ~finite,
+            valid,  # points in range
+            pillar_kept & ~slot_ok,
+            valid & ~pillar_kept,
+            pillar_kept & (slot == p_max),  # pillars truncated: each has exactly one point at slot P
         ]
-    ).tolist()  # the one device sync
-    n_groups, n_nan, m, n_slot_over, n_pillar_over, n_pillars_trunc = (int(c) for c in counters)
-    n_vox = min(n_groups, v_max)
+    ).sum(dim=1)
+    return dict(order=order, pid_sorted=pid_sorted, new_group=new_group, rank=rank, slot=slot,
+                pillar_kept=pillar_kept, slot_ok=slot_ok, counters=counters)
 
-    sel = pillar_kept & slot_ok
-    trash = n_vox * p_max  # one extra row takes every point not placed; dropped below
+
+def _place(pts: Tensor, a: dict[str, Tensor], cfg: CenterPointModelConfig, rows: int
+           ) -> tuple[Tensor, Tensor, Tensor]:
+    """Points (rows, P, 5), num_points (rows,), coords (rows, 2) of the first ``rows`` pillars (rows >= the
+    kept pillar count: the rows beyond are empty: zero points, cell 0)."""
+    dev = pts.device
+    p_max = cfg.max_points_per_voxel
+    gx = cfg.grid_size[0]
+    rank, pillar_kept = a["rank"], a["pillar_kept"]
+    sel = pillar_kept & a["slot_ok"]
+    trash = rows * p_max  # one extra row takes every point not placed; dropped below
     out = torch.zeros(trash + 1, POINT_DIMS, dtype=torch.float32, device=dev)
-    out.index_copy_(0, torch.where(sel, rank * p_max + slot, trash), pts[order])
-    out = out[:trash].view(n_vox, p_max, POINT_DIMS)
+    out.index_copy_(0, torch.where(sel, rank * p_max + a["slot"], trash), pts[a["order"]])
+    out = out[:trash].view(rows, p_max, POINT_DIMS)
 
-    heads = torch.where(new_group & pillar_kept, rank, n_vox)  # the first point of each kept pillar
-    cell = torch.zeros(n_vox + 1, dtype=torch.int64, device=dev).index_copy_(0, heads, pid_sorted)[:n_vox]
-    counts = torch.zeros(n_vox + 1, dtype=torch.int64, device=dev).index_add_(
-        0, torch.where(pillar_kept, rank, n_vox), torch.ones_like(rank))[:n_vox]
+    heads = torch.where(a["new_group"] & pillar_kept, rank, rows)  # the first point of each kept pillar
+    cell = torch.zeros(rows + 1, dtype=torch.int64, device=dev).index_copy_(
+        0, heads, a["pid_sorted"].to(torch.int64))[:rows]
+    counts = torch.zeros(rows + 1, dtype=torch.int64, device=dev).index_add_(
+        0, torch.where(pillar_kept, rank, rows), torch.ones_like(rank))[:rows]
     num_points = counts.clamp(max=p_max)
     coords = torch.stack([cell // gx, cell % gx], dim=1)
+    return out, num_points, coords
 
-    stats = VoxelStats(
+
+def voxel_stats(counters: list[int], n_in: int, cfg: CenterPointModelConfig) -> VoxelStats:
+    """VoxelStats from ``_assign``'s counters read on the host."""
+    n_groups, n_nan, m, n_slot_over, n_pillar_over, n_pillars_trunc = (int(c) for c in counters)
+    return VoxelStats(
         points_in=n_in,
         nan_dropped=n_nan,
         out_of_range=n_in - n_nan - m,
         points_truncated=n_slot_over,
         pillars_truncated=n_pillars_trunc,
-        pillars_dropped=max(n_groups - v_max, 0),
+        pillars_dropped=max(n_groups - cfg.max_voxels, 0),
         points_in_dropped_pillars=n_pillar_over,
-        num_voxels=n_vox,
+        num_voxels=min(n_groups, cfg.max_voxels),
     )
-    return Voxels(points=out, num_points=num_points, coords=coords, stats=stats)
 
+
+def voxelize_padded(buf: Tensor, n_real: Tensor, cfg: CenterPointModelConfig
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``voxelize`` at fully static shapes (CUDA-graph capturable, no sync): the cloud is the first ``n_real``
+    rows of ``buf`` (n_real: a (1,) int64 device tensor); outputs are padded to ``max_voxels`` pillars.
+    Returns points (max_voxels, P, 5), num_points, coords and the (6,) counters (``voxel_stats``); the first
+    ``num_voxels`` rows equal ``voxelize``'s bit for bit."""
+    real = torch.arange(buf.shape[0], device=buf.device) < n_real
+    a = _assign(buf, cfg, real)
+    out, num_points, coords = _place(buf, a, cfg, cfg.max_voxels)
+    return out, num_points, coords, a["counters"]
+
+
+def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels:
+    """Group a cloud into pillars. Works on the tensor's device; CPU and CUDA give identical results.
+
+    Every step keeps the cloud's static size N (points out of range go to a sentinel pillar that sorts last), so
+    on CUDA the only host synchronization is the one that reads the pillar count and the drop counters together.
+    """
+    pts = as_points(points)
+    a = _assign(pts, cfg, None)
+    stats = voxel_stats(a["counters"].tolist(), pts.shape[0], cfg)  # the one device sync
+    out, num_points, coords = _place(pts, a, cfg, stats.num_voxels)
+    return Voxels(points=out, num_points=num_points, coords=coords, stats=stats)
