@@ -19,7 +19,8 @@ BATCH = "batch"
 
 
 def yolox_onnx_file_names(cfg: YOLOXModelConfig) -> dict[str, str]:
-    return {"yolox": f"yolox_{cfg.name}.onnx"}
+    """``<model name>.onnx`` (the name already says yolox: yolox_small.onnx)."""
+    return {"yolox": f"{cfg.name}.onnx"}
 
 
 def export_yolox_onnx(model: YOLOX, cfg: YOLOXModelConfig, out_dir: Path, opset: int = 17, simplify: bool = True,
@@ -36,11 +37,22 @@ def export_yolox_onnx(model: YOLOX, cfg: YOLOXModelConfig, out_dir: Path, opset:
     with torch.no_grad():
         proto = _to_onnx(YOLOXGraph(model), example, INPUT_NAMES, OUTPUT_NAMES,
                          {INPUT_NAMES[0]: {0: BATCH}, OUTPUT_NAMES[0]: {0: BATCH}}, opset)
+    _declare_output_shape(proto, num_anchors(cfg), 5 + cfg.num_classes)
     out = {"yolox": _finish(proto, path, metadata, simplify)}
     problems = check_yolox_contract(path, cfg)
     if problems:
         raise ArtifactError(f"{path.name}: exported ONNX breaks the YOLOX contract: " + "; ".join(problems))
     return out
+
+
+def _declare_output_shape(proto: onnx.ModelProto, n: int, width: int) -> None:
+    """The tracer leaves N and the width symbolic (flatten + permute); declare them, since the contract (and
+    Autoware's buffer allocation) reads them from the file. ONNX shape inference then checks they agree."""
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    for d, v in zip(list(dims)[1:], (n, width)):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
 
 
 def check_yolox_contract(path: Path, cfg: YOLOXModelConfig, opset: int | None = None) -> list[str]:

@@ -15,11 +15,12 @@ from typing import Any
 import yaml
 
 from ..bundle import atomic_write_text
+from .yolox_onnx import yolox_onnx_file_names
 
 
 def write_tensorrt_yolox_params(out_dir: Path, cfg: Any) -> list[Path]:
     m = cfg.model
-    onnx_name = f"yolox_{m.name}.onnx"
+    onnx_name = yolox_onnx_file_names(m)["yolox"]
     precision = cfg.export.tensorrt.precision
     params = {"/**": {"ros__parameters": {
         "model_path": f"$(var data_path)/{onnx_name}",

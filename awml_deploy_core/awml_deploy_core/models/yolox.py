@@ -33,7 +33,7 @@ class ConvModule(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.activate = nn.SiLU(inplace=True)
+        self.activate = nn.SiLU()  # not in place: see export notes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.bn(self.conv(x)))
