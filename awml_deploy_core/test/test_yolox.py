@@ -21,6 +21,7 @@ from awml_deploy_core.models.yolox import build_yolox, num_anchors
 from awml_deploy_core.pipelines.yolox.postprocess import Detections2D, box_iou, make_grid, nms_per_class, postprocess
 from awml_deploy_core.pipelines.yolox.preprocess import letterbox, letterbox_geometry
 
+_PKG = str(__import__("awml_deploy_core").__path__[0]) + "/"
 TINY = dict(name="yolox_tiny_test", input_size=[96, 160], widen_factor=0.125, deepen_factor=0.33)
 
 
@@ -74,7 +75,7 @@ def test_t4_geometry_contract_from_file(tmp_path):
 def test_dynamic_batch_and_parity_with_torch(tmp_path):
     cfg = YOLOXModelConfig(**TINY)
     torch.manual_seed(0)
-    model = build_yolox(cfg).eval()  # random weights: the SiLU-not-in-place export is checked on them too
+    model = build_yolox(cfg).eval()
     path = export_yolox_onnx(model, cfg, tmp_path, opset=17, simplify=True)["yolox"].path
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for b in (1, 3):
@@ -83,6 +84,7 @@ def test_dynamic_batch_and_parity_with_torch(tmp_path):
         with torch.no_grad():
             ref = model(x).numpy()
         assert y.shape == (b, num_anchors(cfg), 13)
+        assert not model.training  # exporting left the model in eval mode
         np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-3)
 
 
@@ -178,7 +180,7 @@ def test_coco_metrics_with_ignore_region():
     perfect = _det([[10, 10, 50, 60], [100, 20, 150, 80]], [0.9, 0.8], [1, 6])
     m = evaluate_coco(gt, [perfect], names)
     assert m.classes == ["car", "pedestrian"]  # present classes only; the ignored car adds no class
-    assert m.map == pytest.approx(1.0) and m.per_class_ap50 == {"car": 1.0, "pedestrian": 1.0}
+    assert m.map == pytest.approx(1.0) and m.per_class_ap50 == pytest.approx({"car": 1.0, "pedestrian": 1.0})
     assert m.num_ignored == 1 and m.num_gt == 2
     # a confident detection ON the ignore region is neither a true nor a false positive
     on_ignore = _det([[160, 30, 190, 70], [10, 10, 50, 60], [100, 20, 150, 80]], [0.95, 0.9, 0.8], [1, 1, 6])
@@ -201,22 +203,28 @@ def test_pipeline_batch_equals_single_and_backends_agree(tmp_path):
     from awml_deploy_core.families.yolox_eval import verify_backends
     from awml_deploy_core.loader import torch_runners
 
-    cfg = YOLOXModelConfig(**TINY, score_threshold=0.0)
-    torch.manual_seed(0)
-    model = build_yolox(cfg).eval()
+    from awml_deploy_core.data.camera import generate_camera_frame
+    from awml_deploy_core.models.yolox import load_yolox_checkpoint
+
+    cfg = YOLOXModelConfig(name="yolox_half", input_size=[192, 320])  # the shipped weights at half resolution
     fam = get_family("yolox")
+    model, _ = load_yolox_checkpoint(fam.default_checkpoint.replace("package://awml_deploy_core/", _PKG), cfg)
     path = fam.export_onnx(model, cfg, tmp_path, 17, True, "test")["yolox"].path
     pt = fam.make_pipeline(cfg, torch_runners(model, cfg, "cpu", "yolox"), "cpu")
     on = fam.make_pipeline(cfg, RunnerSet({"yolox": OrtGraphRunner(path, "onnxruntime:yolox", ["CPUExecutionProvider"],
                                                                    "all", 1, False)}, "onnxruntime"), "cpu")
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (120, 200, 3), dtype=np.uint8), rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)]
+    frame = generate_camera_frame(10_000).image
+    images = [frame, np.ascontiguousarray(frame[40:300, 100:600])]
     batch = pt(images)
     assert set(batch.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
+    def rows(d):  # the same set of detections, whatever the order among (near-)equal scores
+        r = np.c_[d.boxes.round(1), d.labels]
+        return r[np.lexsort(r.T[::-1])]
+
     for img, d in zip(images, batch.batch):
         single = pt(img).detections
-        np.testing.assert_allclose(single.boxes, d.boxes, atol=1e-3)
-        assert single.labels.tolist() == d.labels.tolist()
+        assert len(single) == len(d)
+        np.testing.assert_allclose(rows(single), rows(d), atol=0.11)
 
     class S:  # a camera sample's fields verification reads
         def __init__(self, image):

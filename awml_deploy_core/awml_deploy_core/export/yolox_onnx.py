@@ -35,7 +35,9 @@ def export_yolox_onnx(model: YOLOX, cfg: YOLOXModelConfig, out_dir: Path, opset:
     torch.manual_seed(0)
     example = torch.rand(2, 3, *cfg.input_size) * 255.0
     with torch.no_grad():
-        proto = _to_onnx(YOLOXGraph(model), example, INPUT_NAMES, OUTPUT_NAMES,
+        # the wrapper in eval mode: torch.onnx.export restores the exported module's mode afterwards, and a fresh
+        # wrapper (training=True) would put the caller's model into training mode (BatchNorm on batch statistics)
+        proto = _to_onnx(YOLOXGraph(model).eval(), example, INPUT_NAMES, OUTPUT_NAMES,
                          {INPUT_NAMES[0]: {0: BATCH}, OUTPUT_NAMES[0]: {0: BATCH}}, opset)
     _declare_output_shape(proto, num_anchors(cfg), 5 + cfg.num_classes)
     out = {"yolox": _finish(proto, path, metadata, simplify)}
