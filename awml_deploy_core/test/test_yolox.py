@@ -237,3 +237,12 @@ def test_pipeline_batch_equals_single_and_backends_agree(tmp_path):
     on.close()
     with pytest.raises(Exception, match="closed"):
         on(images[0])
+
+
+def test_loader_finds_the_family_of_a_checkpoint():
+    from awml_deploy_core.loader import load_pipeline
+
+    with load_pipeline("package://awml_deploy_core/checkpoints/yolox_small.pth", "pytorch") as lp:
+        assert lp.family.name == "yolox" and lp.cfg.model.input_size == [384, 640]
+        out = lp.pipeline(get_family("yolox").warm_up_input(lp.cfg.model))
+        assert out.detections.boxes.shape[1] == 4
