@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-SECTIONS = ("data", "voxelize", "model", "encoder", "metrics", "backends", "int8")
+SECTIONS = ("data", "voxelize", "model", "encoder", "metrics", "backends", "int8", "yolox")
 EXTRA_SECTIONS = ("fleet",)  # minutes long: only with --only fleet
 
 
@@ -259,6 +259,49 @@ def bench_fleet(rows: list[tuple[str, str, str]], repeats: int, bags: int = 6, s
                  f"decode {io:.1f} ms (medians); the rest is scoring and the per-task and per-set costs above"))
 
 
+def bench_yolox(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    """YOLOX: camera rendering, letterbox, forward (small and T4 geometry; PyTorch vs ONNX Runtime, alternated),
+    decode + NMS on the small model's output for a rendered frame."""
+    from .backends.base import RunnerSet
+    from .backends.onnxruntime_backend import OrtGraphRunner
+    from .config import t4_yolox_model
+    from .data.camera import generate_camera_frame
+    from .export.yolox_onnx import export_yolox_onnx
+    from .families import get_family
+    from .loader import resolve_checkpoint, torch_runners
+    from .models.yolox import build_yolox, load_yolox_checkpoint
+    from .pipelines.yolox.preprocess import letterbox
+
+    fam = get_family("yolox")
+    rows.append(("yolox: render one camera frame (640x384)", f"{median_ms(lambda: generate_camera_frame(10_000), 3):.1f} ms",
+                 "synthetic camera, one scene"))
+    image = generate_camera_frame(10_000).image
+    rows.append(("yolox: letterbox 640x384 -> 960x960", f"{median_ms(lambda: letterbox(image, (960, 960)), repeats):.2f} ms",
+                 "bilinear + pad 114, CPU"))
+    small, small_cfg = load_yolox_checkpoint(resolve_checkpoint(fam.default_checkpoint))
+    t4_cfg = t4_yolox_model()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, model, cfg in (("small 384x640", small, small_cfg), ("T4 960x960", build_yolox(t4_cfg).eval(), t4_cfg)):
+            path = export_yolox_onnx(model, cfg, Path(tmp), 17, True)["yolox"].path
+            pt = torch_runners(model, cfg, "cpu", "yolox")["yolox"]
+            ort = OrtGraphRunner(path, "onnxruntime:yolox")
+            x = {"images": torch.rand(1, 3, *cfg.input_size) * 255}
+            med = interleaved_ms({"pytorch": lambda: pt(x), "onnxruntime": lambda: ort(x)}, max(3, repeats // 2))
+            rows.append((f"yolox forward {label} PyTorch CPU", f"{med['pytorch']:.1f} ms", "batch 1, alternated"))
+            rows.append((f"yolox forward {label} ONNX Runtime CPU", f"{med['onnxruntime']:.1f} ms",
+                         f"ratio ORT/PyTorch = {med['onnxruntime'] / med['pytorch']:.2f}"))
+            if label.startswith("small"):
+                pipe = fam.make_pipeline(cfg, RunnerSet({"yolox": ort}, "onnxruntime"), "cpu")
+                batch, geos = pipe.preprocess([image])
+                out = pipe.infer(batch)
+                rows.append(("yolox decode + NMS (small, score 0.01)",
+                             f"{median_ms(lambda: pipe.postprocess(out, geos), repeats):.2f} ms",
+                             f"{len(pipe.postprocess(out, geos)[0])} boxes kept"))
+            ort.close()
+            pt.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="awml-deploy bench", description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=SECTIONS + EXTRA_SECTIONS,
@@ -270,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[tuple[str, str, str]] = []
     funcs = {"data": bench_data, "voxelize": bench_voxelize, "model": bench_model, "encoder": bench_encoder,
-             "metrics": bench_metrics, "backends": bench_backends, "int8": bench_int8, "fleet": bench_fleet}
+             "metrics": bench_metrics, "backends": bench_backends, "int8": bench_int8, "yolox": bench_yolox,
+             "fleet": bench_fleet}
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80
     if args.device == "cuda":  # the GPU section alone (bench_gpu.py)
         from .bench_gpu import bench_cuda, bench_cuda_accuracy

@@ -193,7 +193,8 @@ def _run_replay_compare(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the small CenterPoint on fresh synthetic scenes",
+    p = sub.add_parser("train", help="train a small model on fresh synthetic data (--family centerpoint (default) "
+                                     "or yolox)",
                        add_help=False)
     p.set_defaults(func=None, passthrough="train")
 
@@ -206,9 +207,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _passthrough(name: str) -> Callable[[Sequence[str]], int]:
     if name == "train":
-        from .training.train import main as train_main
+        from .training import train_entry
 
-        return train_main
+        return train_entry
     if name == "bench":
         from .bench import main as bench_main
 

@@ -220,6 +220,55 @@ def awml_base_model() -> CenterPointModelConfig:
     )
 
 
+T4_CLASSES = ("unknown", "car", "truck", "bus", "trailer", "motorcycle", "pedestrian", "bicycle")
+
+
+class YOLOXModelConfig(StrictModel):
+    """YOLOX (camera 2D detection): CSPDarknet + PAFPN + decoupled head, AWML's one-graph deployment.
+
+    The class list keeps T4's order (C = 8, output width 4 + 1 + 8 = 13) so a T4 checkpoint maps one to one; the
+    synthetic world fills 5 of the 8. Defaults: the small CPU-friendly model (about YOLOX-tiny widths).
+
+    Thresholds: ``score_threshold`` 0.01 / ``nms_iou`` 0.65 / ``max_per_img`` 300 are AWML's evaluation settings (AP
+    needs the low-score tail). Autoware's ``tensorrt_yolox`` runs score 0.35 and NMS IoU 0.7 on the vehicle: the
+    node passes those as post-processing overrides (both keys are post-processing only, outside the graph).
+    """
+
+    name: str = Field("yolox_small", pattern=r"^[A-Za-z0-9_\-]+$")
+    class_names: list[str] = Field(default_factory=lambda: list(T4_CLASSES), min_length=1)
+    # [H, W] of the letterboxed network input; multiples of the largest stride.
+    input_size: list[int] = Field(default_factory=lambda: [384, 640], min_length=2, max_length=2)
+    deepen_factor: float = Field(0.33, gt=0.0, le=2.0)
+    widen_factor: float = Field(0.25, gt=0.0, le=2.0)
+    strides: list[int] = Field(default_factory=lambda: [8, 16, 32], min_length=3, max_length=3)
+    score_threshold: float = Field(0.01, ge=0.0, le=1.0)
+    nms_iou: float = Field(0.65, gt=0.0, le=1.0)
+    max_per_img: int = Field(300, ge=1)
+    # Autoware tensorrt_yolox's on-vehicle settings (the node's defaults), documented here and not read by evaluation.
+    node_score_threshold: float = Field(0.35, ge=0.0, le=1.0)
+    node_nms_iou: float = Field(0.7, gt=0.0, le=1.0)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "YOLOXModelConfig":
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class_names has duplicates: {self.class_names}")
+        if sorted(self.strides) != list(self.strides) or any(s <= 0 for s in self.strides):
+            raise ValueError(f"strides must be positive and increasing, got {self.strides}")
+        top = self.strides[-1]
+        if any(d <= 0 or d % top for d in self.input_size):
+            raise ValueError(f"input_size {self.input_size} must be positive multiples of the largest stride {top}")
+        return self
+
+
+def t4_yolox_model() -> YOLOXModelConfig:
+    """The T4 geometry (960x960, 8 classes, YOLOX-tiny widths) for performance work and the contract test."""
+    return YOLOXModelConfig(name="yolox_t4", input_size=[960, 960], widen_factor=0.375)
+
+
 # --------------------------------------------------------------------------------------------- deploy
 DEFAULT_CHECKPOINT = "package://awml_deploy_core/checkpoints/centerpoint_small.pth"
 
@@ -380,7 +429,8 @@ class DeployConfig(StrictModel):
 
     # The model family (families/__init__.py FAMILIES): which declaration builds, exports and scores the model.
     family: str = "centerpoint"
-    model: CenterPointModelConfig = Field(default_factory=CenterPointModelConfig)
+    # The family's own model config class (``ModelFamily.model_config``), chosen by ``family`` (see _family_model).
+    model: CenterPointModelConfig | YOLOXModelConfig = Field(default_factory=CenterPointModelConfig)
     checkpoint: str = DEFAULT_CHECKPOINT
     work_dir: str = "work_dirs/centerpoint"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
@@ -399,6 +449,34 @@ class DeployConfig(StrictModel):
         if v not in FAMILIES:
             raise ValueError(f"unknown model family; known: {', '.join(sorted(FAMILIES))}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_model(cls, data: Any) -> Any:
+        """Validate ``model`` with the class the family declares (no family names here: the registry says)."""
+        if not isinstance(data, dict):
+            return data
+        from .families import FAMILIES, get_family
+
+        family = data.get("family", "centerpoint")
+        if not isinstance(family, str) or family not in FAMILIES:
+            return data  # the field validator names the problem
+        model_cls = get_family(family).model_config
+        model = data.get("model")
+        if model is None:
+            return {**data, "model": model_cls()}
+        if isinstance(model, BaseModel) and not isinstance(model, model_cls):
+            raise ValueError(f"model: family {family!r} takes a {model_cls.__name__}, got {type(model).__name__}")
+        if isinstance(model, dict):
+            try:
+                return {**data, "model": model_cls.model_validate(model)}
+            except ValidationError as e:  # one line with the field path under model.
+                first = e.errors()[0]
+                path = ".".join(["model", *(str(p) for p in first["loc"])])
+                msg = first["msg"].removeprefix("Value error, ")
+                shown = "" if isinstance(first.get("input"), dict) else f" (got {first.get('input')!r})"
+                raise ValueError(f"{path}: {msg}{shown}") from None
+        return data
 
     @model_validator(mode="after")
     def _backends_have_artifacts(self) -> "DeployConfig":

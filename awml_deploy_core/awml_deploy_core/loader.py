@@ -166,12 +166,31 @@ def resolve_source(source: Source, checkpoint: str | None = None) -> ResolvedSou
 
 
 def _checkpoint_source(uri: str) -> ResolvedSource:
-    from .models.checkpoint import stored_model_config
+    """A checkpoint names no family: the family is the one whose model config accepts the stored ``model_config``
+    (strict configs: another family's keys are errors), CenterPoint's first."""
+    from pydantic import ValidationError
+
+    from .families import FAMILIES
+    from .models.checkpoint import _read
 
     path = resolve_checkpoint(uri)
-    family = get_family("centerpoint")  # checkpoints name no family yet: today's only one
-    cfg = DeployConfig(family=family.name, model=stored_model_config(path), checkpoint=str(path))
-    return ResolvedSource(cfg, None, False, str(path), f"checkpoint {path}")
+    stored = _read(path, "cpu").get("model_config")
+    if not isinstance(stored, dict):
+        from .models.checkpoint import stored_model_config
+
+        stored_model_config(path)  # raises its one-line error
+    for name in FAMILIES:
+        family = get_family(name)
+        try:
+            model = family.model_config.model_validate(stored)
+        except ValidationError:
+            continue
+        cfg = DeployConfig(family=family.name, model=model, checkpoint=str(path))
+        return ResolvedSource(cfg, None, False, str(path), f"checkpoint {path}")
+    from .models.checkpoint import stored_model_config
+
+    stored_model_config(path)  # fits no family: CenterPoint's one-line reason (the historical default)
+    raise CheckpointError(f"{path}: its stored model_config fits no model family ({', '.join(FAMILIES)})")
 
 
 def _work_dir_bundle(cfg: DeployConfig) -> Bundle | None:
