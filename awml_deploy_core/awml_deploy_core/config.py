@@ -324,7 +324,10 @@ class QuantizeConfig(StrictModel):
 
     enabled: bool = False
     # Activation range calibration: minmax, entropy (KL) or percentile (of |x|, see `percentile`).
-    method: Literal["minmax", "entropy", "percentile"] = "percentile"
+    # Default min-max: on the head of the shipped model it kept every layer in INT8 within budget (guard frames drop
+    # 0.0001; 200 held-out frames mAP@2m 0.9639 -> 0.9611), where percentile 99.999 dropped 0.018 on the guard
+    # frames even with the most sensitive layer in float.
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(99.999, gt=90.0, le=100.0)
     # Which graphs get Q/DQ; the others stay fp32. Default: the head only. The voxel encoder is a few tiny MatMuls
     # (11 input features) that INT8 does not speed up (ORT CPU 0.94x measured) and whose first layer sees raw
