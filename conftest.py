@@ -32,6 +32,19 @@ def ros_env() -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_unchanged():
+    """A test that changes torch's global thread count would change float results of every later test in this
+    process (reductions split differently), e.g. an in-process pipeline compared bit for bit with a node process."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     import sys
 

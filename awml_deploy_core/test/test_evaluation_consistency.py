@@ -208,15 +208,12 @@ def test_the_range_filters_detections_too():
 def test_real_pipeline_detections_score_alike_in_all_three_paths(tmp_path):
     """evaluate_backend on real frames through the real pipeline; its detections then go through replay's and
     training's metric paths."""
-    import torch
-
     from awml_deploy_core.loader import torch_runners
     from awml_deploy_core.data.info_dataset import InfoDataset, generate_dataset
     from awml_deploy_core.evaluate import evaluate_backend
     from awml_deploy_core.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
 
-    torch.set_num_threads(1)
     info = generate_dataset(tmp_path / "data", 3, seed=10_000)
     samples = [s for s in InfoDataset(info, class_names=NAMES)]
     model, _ = load_checkpoint(DEFAULT_CHECKPOINT, CFG.model)
