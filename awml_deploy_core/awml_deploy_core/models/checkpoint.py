@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from ..bundle import atomic_write
 from ..config import CenterPointModelConfig, format_validation_error
@@ -84,17 +85,22 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: 
     raise CheckpointError(f"{path}: state dict does not fit model {name!r}: " + "; ".join(parts))
 
 
-def stored_model_config(path: str | Path) -> CenterPointModelConfig:
-    """The model config a checkpoint carries (``model_config``), validated."""
-    path = Path(path)
-    stored = _read(path, "cpu").get("model_config")
+def parse_stored_config(obj: dict[str, Any], path: Path, config_cls: type[Any]) -> Any:
+    """The ``model_config`` a read checkpoint carries, validated as ``config_cls``; one-line CheckpointError else."""
+    stored = obj.get("model_config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: checkpoint has no 'model_config'; pass the model config explicitly")
     try:
-        return CenterPointModelConfig.model_validate(stored)
-    except Exception as e:
-        msg = format_validation_error(e, "model_config") if hasattr(e, "errors") else str(e)
-        raise CheckpointError(f"{path}: stored model_config is invalid: {msg}") from None
+        return config_cls.model_validate(stored)
+    except ValidationError as e:
+        raise CheckpointError(f"{path}: stored model_config is invalid: "
+                              f"{format_validation_error(e, 'model_config')}") from None
+
+
+def stored_model_config(path: str | Path, config_cls: type[Any] = CenterPointModelConfig) -> Any:
+    """The model config a checkpoint file carries (``model_config``), validated."""
+    path = Path(path)
+    return parse_stored_config(_read(path, "cpu"), path, config_cls)
 
 
 def config_differences(stored: dict[str, Any], cfg: CenterPointModelConfig) -> list[str]:
@@ -140,14 +146,7 @@ def load_checkpoint(
     obj = _read(path, map_location)
     cfg_given = cfg is not None
     if cfg is None:
-        stored = obj.get("model_config")
-        if not isinstance(stored, dict):
-            raise CheckpointError(f"{path}: checkpoint has no 'model_config'; pass the model config explicitly")
-        try:
-            cfg = CenterPointModelConfig.model_validate(stored)
-        except Exception as e:
-            msg = format_validation_error(e, "model_config") if hasattr(e, "errors") else str(e)
-            raise CheckpointError(f"{path}: stored model_config is invalid: {msg}") from None
+        cfg = parse_stored_config(obj, path, CenterPointModelConfig)
     sd = extract_state_dict(obj, path)
     model = build_centerpoint(cfg)
     check_state_dict(model, sd, path, cfg.name)

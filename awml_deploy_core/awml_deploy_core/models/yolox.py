@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from ..config import YOLOXModelConfig
@@ -227,22 +226,13 @@ def load_yolox_checkpoint(path: str | Path, cfg: YOLOXModelConfig | None = None,
                           map_location: str | torch.device = "cpu") -> tuple[YOLOX, YOLOXModelConfig]:
     """Build YOLOX (from ``cfg`` or the checkpoint's ``model_config``) and load the weights strictly by name
     (our own checkpoints and mmdet/AWML ones: ``state_dict`` with ``backbone.``/``neck.``/``bbox_head.`` keys)."""
-    from ..config import format_validation_error
-    from ..errors import CheckpointError
-    from .checkpoint import _read, check_state_dict, extract_state_dict, warn_config_differences
+    from .checkpoint import _read, check_state_dict, extract_state_dict, parse_stored_config, warn_config_differences
 
     path = Path(path)
     obj = _read(path, map_location)
     given = cfg is not None
     if cfg is None:
-        stored = obj.get("model_config")
-        if not isinstance(stored, dict):
-            raise CheckpointError(f"{path}: checkpoint has no 'model_config'; pass the model config explicitly")
-        try:
-            cfg = YOLOXModelConfig.model_validate(stored)
-        except ValidationError as e:
-            raise CheckpointError(f"{path}: stored model_config is invalid: "
-                                  f"{format_validation_error(e, 'model_config')}") from None
+        cfg = parse_stored_config(obj, path, YOLOXModelConfig)
     sd = {k: v for k, v in extract_state_dict(obj, path).items() if not k.startswith(("ema_", "data_preprocessor."))}
     model = build_yolox(cfg)
     check_state_dict(model, sd, path, cfg.name)

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +45,7 @@ from ..data.rosbag_io import DEFAULT_LIDAR_TOPIC
 from ..errors import AwmlDeployError, BackendUnavailableError, DatasetError, UsageError
 from ..structures import Boxes3D
 from .criteria import ReplayCriteria, check_criteria
+from .offline import _StopFlag, sigint_stops
 from .scoring import DEFAULT_TOLERANCE_MS, SCORED, ScoredEvidence, scores_from_evidence
 from .summary import EXIT_INTERRUPTED, ReplaySummary
 
@@ -272,34 +272,9 @@ def ray_cluster(workers: int | None, address: str | None, device: str, threads: 
         ray.shutdown()
 
 
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
 
 
-@contextmanager
-def _sigint_stops() -> Iterator[_Stop]:
-    """First SIGINT: stop starting bags and cancel the running ones; a second one raises KeyboardInterrupt."""
-    flag = _Stop()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-        log.warning("interrupted: stopping the running bags, then writing the partial report "
-                    "(press Ctrl-C again to stop at once)")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _run_in_process(todo: list[tuple[int, Path]], cfg: DeployConfig, settings: FleetSettings, stop: _Stop,
+def _run_in_process(todo: list[tuple[int, Path]], cfg: DeployConfig, settings: FleetSettings, stop: _StopFlag,
                     done: Callable[[int, dict[str, Any]], None]) -> None:
     import torch
 
@@ -320,7 +295,7 @@ def _run_in_process(todo: list[tuple[int, Path]], cfg: DeployConfig, settings: F
         torch.set_num_threads(torch_threads)
 
 
-def _run_on_ray(ray: Any, todo: list[tuple[int, Path]], cfg: DeployConfig, settings: FleetSettings, stop: _Stop,
+def _run_on_ray(ray: Any, todo: list[tuple[int, Path]], cfg: DeployConfig, settings: FleetSettings, stop: _StopFlag,
                 done: Callable[[int, dict[str, Any]], None], in_flight: int, die_once_marker: str | None) -> None:
     """At most ``in_flight`` bags at a time (so an interrupt has little to cancel); results as they finish."""
     cuda = str(cfg.device).startswith("cuda")
@@ -436,7 +411,7 @@ def fleet_evaluate(spec: str | Path | Sequence[str | Path], cfg: DeployConfig, s
 
     interrupted = False
     try:
-        with _sigint_stops() as stop:
+        with sigint_stops("stopping the running bags, then writing the partial report") as stop:
             if use_ray:
                 with ray_cluster(workers, address, cfg.device, settings.threads) as ray:
                     if workers is not None:

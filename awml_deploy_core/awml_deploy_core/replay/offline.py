@@ -58,8 +58,9 @@ class _StopFlag:
 
 
 @contextmanager
-def _sigint_stops_after_frame() -> Iterator[_StopFlag]:
-    """First SIGINT: finish the current frame, then stop; a second one raises KeyboardInterrupt at once."""
+def sigint_stops(then: str) -> Iterator[_StopFlag]:
+    """First SIGINT sets the flag (the caller stops at its next safe point, ``then`` says what happens); a second
+    one raises KeyboardInterrupt at once. Outside the main thread signals cannot be caught: the flag stays unset."""
     flag = _StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -69,8 +70,7 @@ def _sigint_stops_after_frame() -> Iterator[_StopFlag]:
         if flag.requested:
             raise KeyboardInterrupt
         flag.requested = True
-        log.warning("interrupted: finishing the current frame, then writing the partial summary "
-                    "(press Ctrl-C again to stop at once)")
+        log.warning("interrupted: %s (press Ctrl-C again to stop at once)", then)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -202,7 +202,7 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
         stopped, error, failure = None, None, None
         t0 = time.perf_counter()
         try:
-            with _sigint_stops_after_frame() as stop:
+            with sigint_stops("finishing the current frame, then writing the partial summary") as stop:
                 _replay_loop(reader, lidar_topic, pipeline, scorer, frame_log, cfg.evaluate.warmup, stop, progress,
                              max_frames)
             if stop.requested:
