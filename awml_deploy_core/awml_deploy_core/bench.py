@@ -308,7 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"run only these sections (default: all but {', '.join(EXTRA_SECTIONS)})")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (default 7)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cuda: the pipeline on the GPU per stage and precision, and mAP by precision (bench_gpu)")
+                    help="cuda: the pipelines on the GPU per stage and precision (bench_gpu): CenterPoint with mAP by "
+                         "precision (--only model), YOLOX small and T4 geometry (--only yolox)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[tuple[str, str, str]] = []
@@ -317,10 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
              "fleet": bench_fleet}
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs and CI: no wrapping at 80
     if args.device == "cuda":  # the GPU section alone (bench_gpu.py)
-        from .bench_gpu import bench_cuda, bench_cuda_accuracy
+        from .bench_gpu import bench_cuda, bench_cuda_accuracy, bench_cuda_yolox
 
-        funcs = {"cuda": bench_cuda, "cuda-accuracy": lambda r, _: bench_cuda_accuracy(r)}
-    for name in (list(funcs) if args.device == "cuda" else args.only or SECTIONS):
+        funcs = {"cuda": bench_cuda, "cuda-accuracy": lambda r, _: bench_cuda_accuracy(r), "yolox": bench_cuda_yolox}
+        # on CUDA, --only model picks the CenterPoint sections and --only yolox the YOLOX one
+        wanted = {"model": ("cuda", "cuda-accuracy"), "yolox": ("yolox",)}
+        args.only = [n for k in (args.only or wanted) for n in wanted.get(k, ())] or list(funcs)
+    for name in args.only or SECTIONS:
         with console.status(f"bench: {name}"):
             funcs[name](rows, args.repeats)
     table = Table(title=f"awml-deploy bench (torch threads: {torch.get_num_threads()})")

@@ -189,3 +189,52 @@ def bench_cuda_accuracy(rows: list[tuple[str, str, str]], config: str | Path = "
     ref = results["fp32"]
     rows.append((f"cuda mAP@2m by precision ({len(samples)} frames of {config})", f"fp32 {ref:.4f}",
                  ", ".join(f"{k} {v:.4f} (d {v - ref:+.4f})" for k, v in results.items() if k != "fp32")))
+
+
+YOLOX_VARIANTS: tuple[tuple[str, bool], ...] = (("fp32", False), ("fp16", False), ("fp16", True))
+
+
+def bench_cuda_yolox(rows: list[tuple[str, str, str]], repeats: int) -> None:
+    """YOLOX on the GPU: per-stage p50/p99 of the shared pipeline (letterbox, graph, decode + NMS) for the small
+    shipped model on a rendered 640x384 frame and the T4 geometry (960x960, random weights, objectness at its
+    initial prior so candidates stay realistic) on that frame upscaled to 1920x1080, batch 1 and 6 (AWML's export
+    batch), each PyTorch precision side by side; host synchronizations per frame counted as in bench_cuda."""
+    import cv2
+
+    from .config import t4_yolox_model
+    from .data.camera import generate_camera_frame
+    from .families import get_family
+    from .loader import resolve_checkpoint, torch_runners
+    from .models.yolox import build_yolox, load_yolox_checkpoint
+
+    if not torch.cuda.is_available():
+        rows.append(("cuda yolox", "skipped", "torch sees no CUDA device"))
+        return
+    fam = get_family("yolox")
+    small, small_cfg = load_yolox_checkpoint(resolve_checkpoint(fam.default_checkpoint))
+    torch.manual_seed(0)
+    t4_cfg = t4_yolox_model()
+    frame = generate_camera_frame(10_000).image
+    cases = [("small 384x640", small.eval(), small_cfg, frame, (1,)),
+             ("T4 960x960", build_yolox(t4_cfg).eval(), t4_cfg, cv2.resize(frame, (1920, 1080)), (1, 6))]
+    for label, model, cfg, image, batches in cases:
+        for precision, graph in YOLOX_VARIANTS:
+            pipe = fam.make_pipeline(cfg, torch_runners(model, cfg, "cuda", "yolox", precision, graph), "cuda")
+            for b in batches:
+                images = [image] * b
+                stages: dict[str, list[float]] = {s: [] for s in ("preprocess", "inference", "postprocess", "total")}
+                for _ in range(5):
+                    pipe(images)
+                for _ in range(repeats * 3):
+                    for s, v in pipe(images).timings_ms.items():
+                        stages[s].append(v)
+                batch, geos = pipe.preprocess(images)
+                out = pipe.infer(batch)
+                _, pre_syncs = count_syncs(lambda: pipe.preprocess(images))
+                dets, post_syncs = count_syncs(lambda: pipe.postprocess(out, geos))
+                cells = ", ".join(f"{s} {p50_p99(v)[0]:.2f}/{p50_p99(v)[1]:.2f}" for s, v in stages.items())
+                name = f"{precision}{' + CUDA graph' if graph else ''}"
+                rows.append((f"cuda yolox {label} batch {b} {name}", f"{p50_p99(stages['total'])[0]:.2f} ms",
+                             f"p50/p99 ms: {cells}; syncs pre {pre_syncs} post {post_syncs}; "
+                             f"{len(dets[0])} boxes"))
+            pipe.close()

@@ -420,8 +420,9 @@ class OnnxRuntimeConfig(StrictModel):
 class PyTorchConfig(StrictModel):
     """How the PyTorch backend runs the graphs. fp16: half weights (the head channels_last), inputs cast at the
     runner boundary and outputs back to float32, so pre/post-processing is unchanged. tf32: fp32 weights with
-    TF32 matmul/convolution. cuda_graph: the head (static canvas shape) replayed from one captured CUDA graph.
-    fp16, tf32 and cuda_graph need a CUDA device (refused on CPU when the pipeline is loaded)."""
+    TF32 matmul/convolution. cuda_graph: graphs of static shape (the CenterPoint head's canvas; YOLOX once per
+    batch size) replay captured CUDA graphs. fp16, tf32 and cuda_graph need a CUDA device (refused on CPU when the
+    pipeline is loaded)."""
 
     precision: Literal["fp32", "tf32", "fp16"] = "fp32"
     cuda_graph: bool = False

@@ -176,9 +176,29 @@ def test_precision_outputs_float32_and_close_to_fp32(precision):
     for k in ref:
         assert got[k].dtype == torch.float32 and got[k].is_contiguous()
         torch.testing.assert_close(got[k], ref[k], atol=tol.atol * 10, rtol=tol.rtol * 10)
-        torch.testing.assert_close(g1[k], got[k])  # graph replay = eager at the same precision
+        # graph replay = eager at the same precision; in fp16 cuDNN may pick another kernel inside the capture
+        # (one run in ~10 on an H200 differed in the last half-precision bits)
+        exact = precision != "fp16"
+        torch.testing.assert_close(g1[k], got[k], atol=0 if exact else tol.atol, rtol=1e-6 if exact else tol.rtol)
     assert not torch.equal(g1["heatmap"], g2["heatmap"])  # replay reads the new input
     assert next(model.parameters()).dtype == torch.float32  # fp16 left the caller's model alone
+
+
+@cuda
+def test_yolox_cuda_graph_per_batch_size_equals_eager():
+    """YOLOX's images input is batched: one captured graph per batch size, each replay = eager at that precision."""
+    from awml_deploy_core.config import YOLOXModelConfig
+    from awml_deploy_core.models.yolox import build_yolox
+
+    cfg = YOLOXModelConfig(input_size=[64, 96])
+    model = build_yolox(cfg).eval()
+    eager = torch_runners(model, cfg, "cuda", "yolox", precision="fp16")["yolox"]
+    graph = torch_runners(model, cfg, "cuda", "yolox", precision="fp16", cuda_graph=True)["yolox"]
+    assert graph.cuda_graph
+    for b in (1, 3, 1):
+        x = {"images": torch.rand(b, 3, 64, 96, device="cuda") * 255}
+        torch.testing.assert_close(graph(x)["output"], eager(x)["output"])
+    assert len(graph._graphs) == 2  # batch 1 captured once, reused
 
 
 @cuda

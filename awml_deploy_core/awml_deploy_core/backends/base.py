@@ -24,6 +24,9 @@ class TensorSpec:
     name: str
     dtype: torch.dtype | None
     shape: tuple[int | None, ...]
+    # The dynamic dims are a batch size (few distinct values, e.g. one per camera count), not a data-dependent
+    # count: a CUDA graph per seen shape stays bounded (backends/torch_backend.py).
+    batched: bool = False
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)

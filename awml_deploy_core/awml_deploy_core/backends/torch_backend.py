@@ -4,12 +4,15 @@ Precision (``PyTorchConfig``): fp32 (TF32 off, so results are comparable with ON
 matmul and cuDNN convolutions), fp16 (half weights; 4-D inputs and the module channels_last). Inputs are cast at
 the runner boundary and outputs come back float32 and contiguous, so the pipeline around the runner never sees a
 half tensor. ``cuda_graph`` captures a graph whose input shape is fully static (the head's canvas) once, on the
-first call, and replays it afterwards: one launch instead of one per layer.
+first call, and replays it afterwards: one launch instead of one per layer. A graph whose only dynamic dims are a
+batch size (``TensorSpec.batched``: YOLOX's images) gets one captured graph per batch size seen, up to
+``MAX_GRAPHS``; a data-dependent dynamic dim (the encoder's pillar count) runs eagerly.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -21,6 +24,7 @@ from .base import GraphRunner, TensorSpec
 
 PRECISIONS = ("fp32", "tf32", "fp16")
 GRAPH_WARMUP_RUNS = 3  # on a side stream before capture (cuDNN picks its kernels, the allocator settles)
+MAX_GRAPHS = 8  # captured shapes per batched runner; shapes beyond run eagerly
 
 
 def check_torch_options(precision: str, cuda_graph: bool, device: str | torch.device) -> None:
@@ -48,6 +52,15 @@ def _tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+@dataclass
+class _Captured:
+    """One captured CUDA graph and the static buffers it reads and writes."""
+
+    graph: torch.cuda.CUDAGraph
+    inputs: list[torch.Tensor]
+    outputs: tuple[torch.Tensor, ...]
+
+
 class TorchGraphRunner(GraphRunner):
     def __init__(self, module: nn.Module, name: str, inputs: tuple[TensorSpec, ...], output_names: tuple[str, ...],
                  device: str | torch.device = "cpu", precision: str = "fp32", cuda_graph: bool = False) -> None:
@@ -69,10 +82,9 @@ class TorchGraphRunner(GraphRunner):
             module = module.to(memory_format=torch.channels_last)
         self.module: nn.Module | None = module
         static = all(d is not None for s in self.inputs for d in s.shape)
-        self.cuda_graph = cuda_graph and static  # a dynamic graph (the encoder's pillar count) runs eagerly
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static_in: list[torch.Tensor] = []
-        self._static_out: tuple[torch.Tensor, ...] = ()
+        batched = all(s.batched and all(d is not None for d in s.shape[1:]) for s in self.inputs)
+        self.cuda_graph = cuda_graph and (static or batched)  # the encoder's pillar count runs eagerly
+        self._graphs: dict[tuple[tuple[int, ...], ...], _Captured] = {}
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, dtype=self._dtype if t.is_floating_point() else t.dtype)
@@ -85,39 +97,39 @@ class TorchGraphRunner(GraphRunner):
             out = self.module(*args)
         return (out,) if isinstance(out, torch.Tensor) else tuple(out)
 
-    def _capture(self, args: list[torch.Tensor]) -> None:
+    def _capture(self, args: list[torch.Tensor]) -> _Captured:
         """Warm up on a side stream, then capture one forward pass reading from static input buffers."""
-        self._static_in = [a.clone() for a in args]
+        static_in = [a.clone() for a in args]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(GRAPH_WARMUP_RUNS):
-                self._forward(self._static_in)
+                self._forward(static_in)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), torch.inference_mode(), _tf32(self.precision == "tf32"):
-            out = self.module(*self._static_in)
-        self._static_out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
-        self._graph = graph
+            out = self.module(*static_in)
+        return _Captured(graph, static_in, (out,) if isinstance(out, torch.Tensor) else tuple(out))
 
     def _infer_impl(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         args = [self._cast(inputs[n]) for n in self.input_names]
-        if self.cuda_graph:
-            if self._graph is None:
-                self._capture(args)
-            for buf, a in zip(self._static_in, args):
+        key = tuple(tuple(a.shape) for a in args)
+        captured = self._graphs.get(key) if self.cuda_graph else None
+        if captured is None and self.cuda_graph and len(self._graphs) < MAX_GRAPHS:
+            captured = self._graphs[key] = self._capture(args)
+        if captured is not None:
+            for buf, a in zip(captured.inputs, args):
                 buf.copy_(a)
-            self._graph.replay()
+            captured.graph.replay()
             # The graph's outputs are overwritten by the next replay: hand out copies.
             out = tuple(o.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-                        for o in self._static_out)
+                        for o in captured.outputs)
         else:
             out = tuple(o.to(torch.float32, memory_format=torch.contiguous_format) for o in self._forward(args))
         return dict(zip(self.output_names, out))
 
     def _release(self) -> None:
-        self._graph = None
-        self._static_in, self._static_out = [], ()
+        self._graphs.clear()
         self.module = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -31,7 +31,7 @@ DEFAULT_CHECKPOINT = "package://awml_deploy_core/checkpoints/yolox_small.pth"
 def graphs(cfg: YOLOXModelConfig) -> tuple[GraphSpec, ...]:
     h, w = cfg.input_size
     # rows are images: each is computed on its own (BatchNorm in eval mode), so TensorRT may pad the batch
-    return (GraphSpec("yolox", "yolox", (TensorSpec(INPUT_NAMES[0], torch.float32, (None, 3, h, w)),), OUTPUT_NAMES,
+    return (GraphSpec("yolox", "yolox", (TensorSpec(INPUT_NAMES[0], torch.float32, (None, 3, h, w), batched=True),), OUTPUT_NAMES,
                       rows_independent=True),)
 
 
