@@ -71,10 +71,13 @@ def test_range_is_half_open_and_counted():
 
 def test_nan_and_inf_points_are_dropped_and_counted():
     cfg = tiny_cfg()
-    pts = cloud((np.nan, 0.0, 0.0), (0.0, np.inf, 0.0), (0.0, 0.0, -np.inf), (0.1, 0.1, 0.1))
-    pts[3, 3] = np.nan  # a NaN intensity does not drop the point (only x, y, z are checked)
+    pts = cloud((np.nan, 0.0, 0.0), (0.0, np.inf, 0.0), (0.0, 0.0, -np.inf), (0.1, 0.1, 0.1), (1.1, 0.1, 0.1),
+                (50.0, 0.0, 0.0))
+    pts[4, 3] = np.nan  # a NaN intensity drops its point too (it would poison the pillar's features)
+    pts[5, 3] = np.inf  # out of range AND non-finite: counted once, as non-finite
     v = voxelize(pts, cfg)
-    assert (v.stats.nan_dropped, v.stats.out_of_range, v.stats.num_voxels) == (3, 0, 1)
+    assert (v.stats.nan_dropped, v.stats.out_of_range, v.stats.num_voxels) == (5, 0, 1)
+    assert np.isfinite(v.points.numpy()).all() and v.stats.points_used == 1
 
 
 def test_overflow_per_pillar_keeps_the_first_points_in_input_order():

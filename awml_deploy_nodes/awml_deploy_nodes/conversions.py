@@ -411,24 +411,20 @@ def pipeline_points(cloud: ValidCloud) -> tuple[np.ndarray, CloudInfo]:
 
     Common layouts (native float32 x, y, z, intensity one after the other, rows not padded: the usual
     PointXYZI and Autoware's PointXYZIRCAEDT-like float layouts) give a zero-copy (N, 4) float32 view of the
-    message (the pipeline adds time_lag 0 in the single copy it makes anyway). Points with non-finite x, y or z
-    stay in it: the pipeline drops them itself and counts them (``VoxelStats.nan_dropped``); a non-finite
-    intensity is the one thing checked here (O(N) read of one column), and sends the cloud to the copying path.
-    Everything else goes through :func:`xyzit_from_valid` (one copy, (N, 5), non-finite rows dropped).
-    The detections are the same either way.
+    message in O(1), no point read (the pipeline adds time_lag 0 in the single copy it makes anyway). Points with
+    a non-finite x, y, z or intensity stay in it: the pipeline drops them itself and counts them
+    (``VoxelStats.nan_dropped``). Everything else goes through :func:`xyzit_from_valid` (one copy, (N, 5),
+    non-finite rows dropped). The detections are the same either way.
     """
     view, info = cloud.view, cloud.info
     if view is None:
         return np.zeros((0, 5), np.float32), info
     fast = _float32_xyzi_view(view, cloud.data)
-    if fast is not None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            intensity_ok = np.isfinite(np.add.reduce(fast[:, 3]))
-        if intensity_ok or np.isfinite(fast[:, 3]).all():  # a finite overflow of the sum is not a non-finite value
-            info.intensity_dtype = "float32"
-            info.num_points = len(fast)
-            return fast, info
-    return xyzit_from_valid(cloud)
+    if fast is None:
+        return xyzit_from_valid(cloud)
+    info.intensity_dtype = "float32"
+    info.num_points = len(fast)
+    return fast, info
 
 
 def pointcloud2_to_xyzit(

@@ -94,7 +94,8 @@ def _check(msg: PointCloud2) -> None:
     assert np.isfinite(out).all()
     assert (out[:, 4] == 0).all()
     assert info.num_points == len(out) and info.num_points + info.non_finite == n
-    # The node's path: the same points, or those plus rows with non-finite x, y, z the pipeline drops itself.
+    # The node's path: the same points, or those plus rows with a non-finite x, y, z or intensity that the
+    # pipeline drops itself (zero-copy view).
     fast, _ = pipeline_points(validate_pointcloud2(msg, MAX_POINTS))
     keep = np.isfinite(fast[:, :4]).all(axis=1)
     assert np.array_equal(fast[keep][:, :4], out[:, :4])

@@ -29,7 +29,7 @@ class VoxelStats:
     (normal for dense clouds near the sensor; the pillar is still seen)."""
 
     points_in: int = 0
-    nan_dropped: int = 0  # any of x, y, z not finite
+    nan_dropped: int = 0  # any of x, y, z, intensity not finite
     out_of_range: int = 0
     points_truncated: int = 0  # dropped because their (kept) pillar already held max_points_per_voxel
     pillars_truncated: int = 0  # kept pillars that held more than max_points_per_voxel points
@@ -105,12 +105,15 @@ def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> di
     r = cfg.point_cloud_range
 
     x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-    finite = torch.isfinite(pts[:, :3]).all(dim=1)
+    # x, y, z and intensity: a point with a NaN/Inf intensity would poison its pillar's features, so it is
+    # dropped here like a NaN position (the node hands over the message's bytes unchecked, zero-copy).
+    finite = torch.isfinite(pts[:, :4]).all(dim=1)
     in_range = (
         (x >= _f32(r[0], x)) & (x < _f32(r[3], x))
         & (y >= _f32(r[1], y)) & (y < _f32(r[4], y))
         & (z >= _f32(r[2], z)) & (z < _f32(r[5], z))
-    )  # NaN compares false: non-finite points are never in range
+        & finite
+    )  # (NaN compares false anyway: a non-finite x, y or z is never in range)
     if real is not None:
         finite = finite | ~real  # padding is not a NaN point
         in_range = in_range & real
