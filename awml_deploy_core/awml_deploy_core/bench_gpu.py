@@ -144,9 +144,11 @@ def bench_cuda(rows: list[tuple[str, str, str]], repeats: int) -> None:
                         for k in STAGES:
                             t[k].append(out.timings_ms[k])
                     sites: list[str] = []
-                    pre, s_pre = count_syncs(lambda: pipe.preprocess(cloud), sites)
-                    heads = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords))
+                    # as __call__ runs them: padded preprocess (stats in flight), postprocess's one transfer
+                    pre, s_pre = count_syncs(lambda: pipe.preprocess(cloud, padded=True), sites)
+                    heads = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords, pre.padded))
                     dets, s_post = count_syncs(lambda: pipe.postprocess(heads), sites)
+                    vstats = pre.stats.resolve() if pre.padded else pre.stats
                     p = {k: p50_p99(v) for k, v in t.items()}
                     stages = " ".join(f"{k[:4]} {p[k][0]:.2f}/{p[k][1]:.2f}" for k in STAGES[:-1])
                     label = precision + ("+graph" if graph else "")
@@ -154,7 +156,7 @@ def bench_cuda(rows: list[tuple[str, str, str]], repeats: int) -> None:
                                  f"{p['total'][0]:.2f} ms (p99 {p['total'][1]:.2f})",
                                  f"p50/p99 ms: {stages}; pre+post p50 "
                                  f"{p['preprocess'][0] + p['postprocess'][0]:.2f}; syncs pre {s_pre} post {s_post}; "
-                                 f"{pre.stats.num_voxels} pillars, {_candidates(heads['heatmap'], mcfg)} cand., "
+                                 f"{vstats.num_voxels} pillars, {_candidates(heads['heatmap'], mcfg)} cand., "
                                  f"{len(dets)} dets; x{p['total'][0] / floor:.2f} of floor; syncs at "
                                  f"{', '.join(sites)}"))
         host = clouds[200_000].cpu().numpy()

@@ -18,6 +18,7 @@ from awml_deploy_core.models.centerpoint import (
     build_centerpoint,
     from_autoware_head_outputs,
     graph_shapes,
+    scatter_pillars,
     to_autoware_head_outputs,
 )
 from awml_deploy_core.pipelines.centerpoint import CenterPointPipeline
@@ -159,3 +160,13 @@ def test_pipeline_empty_cloud_and_bad_input(small):
     assert len(out.detections) == 0 and out.stats.out_of_range == 10
     with pytest.raises(ValueError, match="shape"):
         pipe(np.zeros((10, 3), np.float32))
+
+
+def test_scatter_spare_cell_drops_padding_rows():
+    """Rows whose cell is (grid_y, 0) (padding of a fixed-size pillar batch) land in the spare cell, cut off."""
+    feats = torch.arange(12, dtype=torch.float32).reshape(4, 3)
+    coords = torch.tensor([[0, 1], [2, 0], [3, 0], [3, 0]])  # grid 2 x 3: rows 2, 3 are padding
+    out = scatter_pillars(feats, coords, grid_x=2, grid_y=3, spare_cell=True)
+    ref = scatter_pillars(feats[:2], coords[:2], grid_x=2, grid_y=3)
+    assert out.shape == (1, 3, 3, 2) and torch.equal(out, ref)
+    assert out[0, :, 0, 1].tolist() == [0.0, 1.0, 2.0] and out[0, :, 2, 0].tolist() == [3.0, 4.0, 5.0]

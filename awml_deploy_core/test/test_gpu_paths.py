@@ -215,6 +215,43 @@ def test_pre_and_post_synchronize_at_most_once_each():
     outs = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords))
     _, n_post = count_syncs(lambda: pipe.postprocess(outs), sites)
     assert n_pre <= 1 and n_post <= 1, (n_pre, n_post, sites)
+    # as __call__ runs them: padded preprocess does not wait for the GPU; the frame's one sync is postprocess's
+    sites.clear()
+    pre, n_pre = count_syncs(lambda: pipe.preprocess(cloud, padded=True), sites)
+    outs = pipe.head(pipe.scatter(pipe.encode(pre.input_features), pre.coords, pre.padded))
+    _, n_post = count_syncs(lambda: pipe.postprocess(outs), sites)
+    assert pre.padded and n_pre == 0 and n_post <= 1, (n_pre, n_post, sites)
+
+
+@cuda
+def test_padded_cuda_frame_equals_the_sliced_one():
+    """__call__ on CUDA (padded preprocess, encoder on max_voxels rows, spare-cell scatter, stats read after
+    postprocess) gives the detections and stats of the sliced path; an empty cloud gives no detections."""
+    from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
+
+    cfg = tiny_model_cfg()
+    model = build_centerpoint(cfg).eval()
+    with torch.no_grad():  # enough candidates above the threshold for a real comparison
+        model.pts_bbox_head.task_heads[0].heatmap[-1].bias += 4.0
+    pipe = CenterPointPipeline(cfg, torch_runners(model, cfg, "cuda"), "cuda")
+    for n, seed in ((20000, 1), (5000, 2), (0, 0)):
+        cloud = torch.from_numpy(messy_cloud(n, seed) if n else np.zeros((0, 5), np.float32)).cuda()
+        got = pipe(cloud, return_raw=True)
+        pre = pipe.preprocess(cloud)
+        pad = pipe.preprocess(cloud, padded=True)
+        assert got.stats == pre.stats == pad.stats.resolve()
+        v = pre.stats.num_voxels
+        assert torch.equal(pad.input_features[:v], pre.input_features) and torch.equal(pad.coords[:v], pre.coords)
+        assert (pad.coords[v:] == torch.tensor([cfg.grid_size[1], 0], device="cuda")).all()
+        if v == 0:
+            assert len(got.detections) == 0
+            continue
+        spatial = pipe.scatter(pipe.encode(pre.input_features), pre.coords)
+        torch.testing.assert_close(pipe.scatter(pipe.encode(pad.input_features), pad.coords, True), spatial)
+        ref = pipe.postprocess(pipe.head(spatial))
+        assert len(ref) > 0 and len(got.detections) == len(ref)
+        np.testing.assert_allclose(got.detections.boxes, ref.boxes, atol=1e-4, rtol=1e-4)
+        assert got.raw["pillar_features"].shape[0] == v
 
 
 # ------------------------------------------------------------------ static preprocess, GPU circle NMS (CPU too)

@@ -190,11 +190,15 @@ class PointPillarsScatter(nn.Module):
         return scatter_pillars(pillar_features, coords, self.nx, self.ny, batch_size)
 
 
-def scatter_pillars(pillar_features: Tensor, coords: Tensor, grid_x: int, grid_y: int, batch_size: int = 1) -> Tensor:
+def scatter_pillars(pillar_features: Tensor, coords: Tensor, grid_x: int, grid_y: int, batch_size: int = 1,
+                    spare_cell: bool = False) -> Tensor:
     """Place each pillar's feature vector at its cell. Coordinates are unique per sample, so the result
-    does not depend on write order (deterministic on every device)."""
+    does not depend on write order (deterministic on every device). ``spare_cell``: rows whose cell is
+    (grid_y, 0), i.e. index grid_y * grid_x (padding rows of a fixed-size pillar batch), go to one extra cell
+    that is cut off."""
     c = pillar_features.shape[-1]
-    canvas = pillar_features.new_zeros(batch_size, grid_y * grid_x, c)
+    cells = grid_y * grid_x
+    canvas = pillar_features.new_zeros(batch_size, cells + int(spare_cell), c)
     if coords.shape[0]:
         coords = coords.long()
         if coords.shape[1] == 3:
@@ -203,7 +207,7 @@ def scatter_pillars(pillar_features: Tensor, coords: Tensor, grid_x: int, grid_y
             b = torch.zeros_like(coords[:, 0])
             y, x = coords[:, 0], coords[:, 1]
         canvas.index_put_((b, y * grid_x + x), pillar_features.reshape(-1, c))
-    return canvas.permute(0, 2, 1).reshape(batch_size, c, grid_y, grid_x)
+    return canvas[:, :cells].permute(0, 2, 1).reshape(batch_size, c, grid_y, grid_x)
 
 
 # -------------------------------------------------------------------------------- backbone, neck

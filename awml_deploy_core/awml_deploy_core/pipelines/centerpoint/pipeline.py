@@ -21,7 +21,7 @@ from ...structures import Boxes3D
 from .decode import GraphDecoder, decode
 from .features import encoder_features
 from .nms import nms
-from .preprocess_graph import GraphPreprocessor
+from .preprocess_graph import GraphPreprocessor, PendingStats
 from .voxelize import VoxelStats, as_points, voxelize
 
 STAGES = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
@@ -31,7 +31,12 @@ STAGES = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
 class PreprocessOutput:
     input_features: Tensor  # (V, P, F)
     coords: Tensor  # (V, 2) int64 (y, x)
-    stats: VoxelStats
+    stats: VoxelStats | PendingStats  # PendingStats only from preprocess(..., padded=True)
+
+    @property
+    def padded(self) -> bool:
+        """Rows past the pillar count are padding (their cell is one row below the canvas)."""
+        return isinstance(self.stats, PendingStats)
 
 
 @dataclass
@@ -52,10 +57,13 @@ class CenterPointPipeline:
         self._pre_graph = GraphPreprocessor(cfg) if self._cuda else None
 
     # ------------------------------------------------------------------------------ stages
-    def preprocess(self, points: np.ndarray | Tensor) -> PreprocessOutput:
+    def preprocess(self, points: np.ndarray | Tensor, padded: bool = False) -> PreprocessOutput:
+        """Encoder features and coords of the cloud's pillars. ``padded`` (what ``__call__`` asks for on CUDA):
+        all ``max_voxels`` rows and the stats still in flight, so preprocessing never waits for the GPU; the
+        frame's one synchronization is postprocess's transfer of the detections. Elsewhere it is ignored."""
         pts = as_points(points, self.device)
         if self._pre_graph is not None:
-            got = self._pre_graph(pts)
+            got = self._pre_graph.padded(pts) if padded else self._pre_graph(pts)
             if got is not None:
                 return PreprocessOutput(*got)
         vox = voxelize(pts, self.cfg)
@@ -67,9 +75,10 @@ class CenterPointPipeline:
         out = self.runners["encoder"]({"input_features": input_features})["pillar_features"]
         return out.to(self.device).reshape(input_features.shape[0], -1)
 
-    def scatter(self, pillar_features: Tensor, coords: Tensor) -> Tensor:
+    def scatter(self, pillar_features: Tensor, coords: Tensor, padded: bool = False) -> Tensor:
         gx, gy = self.cfg.grid_size
-        return scatter_pillars(pillar_features.float(), coords, gx, gy, batch_size=1)
+        # padded: the padding rows' cell (gy, 0) is the spare cell past the canvas, cut off
+        return scatter_pillars(pillar_features.float(), coords, gx, gy, batch_size=1, spare_cell=padded)
 
     def head(self, spatial_features: Tensor) -> dict[str, Tensor]:
         out = self.runners["head"]({"spatial_features": spatial_features})
@@ -99,12 +108,13 @@ class CenterPointPipeline:
         t = {k: 0.0 for k in STAGES}
         self._sync()
         t0 = time.perf_counter()
-        pre = self.preprocess(points)
+        pre = self.preprocess(points, padded=True)
         self._sync()
         t1 = time.perf_counter()
         t["preprocess"] = (t1 - t0) * 1e3
         raw: dict[str, Tensor] | None = None
-        if pre.input_features.shape[0] == 0:
+        stats = None if pre.padded else pre.stats
+        if stats is not None and stats.num_voxels == 0:
             # No pillar, no object: skip the graphs (an empty canvas would only decode biases).
             dets = Boxes3D()
             if return_raw:
@@ -113,7 +123,7 @@ class CenterPointPipeline:
             pillars = self.encode(pre.input_features)
             self._sync()
             t2 = time.perf_counter()
-            spatial = self.scatter(pillars, pre.coords)
+            spatial = self.scatter(pillars, pre.coords, pre.padded)
             self._sync()
             t3 = time.perf_counter()
             outs = self.head(spatial)
@@ -122,7 +132,12 @@ class CenterPointPipeline:
             dets = self.postprocess(outs)
             t5 = time.perf_counter()
             t.update(encoder=(t2 - t1) * 1e3, scatter=(t3 - t2) * 1e3, head=(t4 - t3) * 1e3, postprocess=(t5 - t4) * 1e3)
+            if stats is None:  # padded: read after postprocess's transfer, no wait
+                stats = pre.stats.resolve()
+                pillars = pillars[: stats.num_voxels]
+                if stats.num_voxels == 0:
+                    dets = Boxes3D()  # the same answer as the early exit above: no pillar, no object
             if return_raw:
                 raw = {"pillar_features": pillars, **outs}
         t["total"] = (time.perf_counter() - t0) * 1e3
-        return PipelineOutput(detections=dets, timings_ms=t, stats=pre.stats, raw=raw)
+        return PipelineOutput(detections=dets, timings_ms=t, stats=stats, raw=raw)

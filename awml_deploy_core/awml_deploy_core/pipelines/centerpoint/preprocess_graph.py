@@ -3,9 +3,12 @@
 Eager, preprocess is ~160 small kernels: at 200k points their launch cost (~3 ms of CPU) dwarfs the GPU work.
 Here the cloud is copied into a static buffer of a bucket size (the next multiple of ``BUCKET_POINTS``; rows past
 the cloud are padding, masked by a device-side point count, never counted), and one graph per bucket runs
-``voxelize_padded`` + the features at ``max_voxels`` rows. The one host synchronization is reading the counters
-(the pillar count and the ``VoxelStats``) that slice the padded outputs. Results equal ``voxelize`` +
-``encoder_features`` bit for bit (the same elementwise code; padding rows are masked out).
+``voxelize_padded`` + the features at ``max_voxels`` rows. ``__call__`` reads the counters (the pillar count and
+the ``VoxelStats``) to slice the padded outputs: one host synchronization. ``padded`` does not read them: it hands
+out all ``max_voxels`` rows (padding rows carry the cell (grid_y, 0), one row below the canvas) and starts a
+non-blocking copy of the counters into pinned host memory, read after the frame's one synchronization
+(:class:`PendingStats`). Results equal ``voxelize`` + ``encoder_features`` bit for bit (the same elementwise code;
+padding rows are masked out).
 """
 
 from __future__ import annotations
@@ -33,8 +36,23 @@ class _Captured:
     buf: Tensor  # (bucket, 5) the cloud, padded
     n_real: Tensor  # (1,) int64: rows of buf that are points
     feats: Tensor  # (max_voxels, P, F)
-    coords: Tensor  # (max_voxels, 2)
+    coords: Tensor  # (max_voxels, 2); padding rows (grid_y, 0)
     counters: Tensor  # (6,)
+
+
+@dataclass
+class PendingStats:
+    """A frame's VoxelStats still on their way to the host: a non-blocking copy into pinned memory, queued on the
+    stream before the frame's one synchronizing transfer (the detections), so reading it afterwards costs nothing."""
+
+    host: Tensor  # (6,) int64, pinned
+    done: torch.cuda.Event
+    n_in: int
+    cfg: CenterPointModelConfig
+
+    def resolve(self) -> VoxelStats:
+        self.done.synchronize()  # already passed when the detections came back
+        return voxel_stats(self.host.tolist(), self.n_in, self.cfg)
 
 
 def bucket_size(n: int) -> int:
@@ -51,7 +69,10 @@ class GraphPreprocessor:
 
     def _run(self, buf: Tensor, n_real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         pts, num_points, coords, counters = voxelize_padded(buf, n_real, self.cfg)
-        return encoder_features_from(pts, num_points, coords, self.cfg), coords, counters
+        feats = encoder_features_from(pts, num_points, coords, self.cfg)
+        kept = torch.arange(coords.shape[0], device=coords.device) < counters[0]  # counters[0]: pillars seen
+        below = torch.tensor([self.cfg.grid_size[1], 0], dtype=coords.dtype, device=coords.device)
+        return feats, torch.where(kept[:, None], coords, below), counters
 
     def _capture(self, bucket: int, device: torch.device) -> _Captured | None:
         buf = torch.zeros(bucket, POINT_DIMS, dtype=torch.float32, device=device)
@@ -72,8 +93,7 @@ class GraphPreprocessor:
             return None
         return _Captured(graph, buf, n_real, feats, coords, counters)
 
-    def __call__(self, pts: Tensor) -> tuple[Tensor, Tensor, VoxelStats] | None:
-        """None when graphs are unavailable (capture failed): the caller runs the eager path."""
+    def _replay(self, pts: Tensor) -> _Captured | None:
         if self.eager_reason is not None:
             return None
         n = pts.shape[0]
@@ -90,7 +110,26 @@ class GraphPreprocessor:
         cap.buf[:n].copy_(pts)
         cap.n_real.fill_(n)
         cap.graph.replay()
-        stats = voxel_stats(cap.counters.tolist(), n, self.cfg)  # the one sync
+        return cap
+
+    def __call__(self, pts: Tensor) -> tuple[Tensor, Tensor, VoxelStats] | None:
+        """None when graphs are unavailable (capture failed): the caller runs the eager path."""
+        cap = self._replay(pts)
+        if cap is None:
+            return None
+        stats = voxel_stats(cap.counters.tolist(), pts.shape[0], self.cfg)  # the one sync
         v = stats.num_voxels
         # The graph's outputs are overwritten by the next replay: hand out copies.
         return cap.feats[:v].clone(), cap.coords[:v].clone(), stats
+
+    def padded(self, pts: Tensor) -> tuple[Tensor, Tensor, PendingStats] | None:
+        """All ``max_voxels`` rows (padding coords one row below the canvas) and the stats still in flight: no
+        host synchronization. None when graphs are unavailable."""
+        cap = self._replay(pts)
+        if cap is None:
+            return None
+        host = torch.empty(cap.counters.shape, dtype=cap.counters.dtype, pin_memory=True)
+        host.copy_(cap.counters, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return cap.feats.clone(), cap.coords.clone(), PendingStats(host, done, pts.shape[0], self.cfg)
