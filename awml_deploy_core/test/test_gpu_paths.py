@@ -239,6 +239,7 @@ def test_padded_cuda_frame_equals_the_sliced_one():
         got = pipe(cloud, return_raw=True)
         pre = pipe.preprocess(cloud)
         pad = pipe.preprocess(cloud, padded=True)
+        assert pad.padded and pipe._pre_graph.eager_reason is None
         assert got.stats == pre.stats == pad.stats.resolve()
         v = pre.stats.num_voxels
         assert torch.equal(pad.input_features[:v], pre.input_features) and torch.equal(pad.coords[:v], pre.coords)

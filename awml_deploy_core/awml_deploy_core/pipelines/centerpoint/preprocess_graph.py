@@ -67,26 +67,27 @@ class GraphPreprocessor:
         self._graphs: OrderedDict[int, _Captured] = OrderedDict()
         self.eager_reason: str | None = None  # set when a capture failed: callers preprocess eagerly
 
-    def _run(self, buf: Tensor, n_real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _run(self, buf: Tensor, n_real: Tensor, below: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         pts, num_points, coords, counters = voxelize_padded(buf, n_real, self.cfg)
         feats = encoder_features_from(pts, num_points, coords, self.cfg)
         kept = torch.arange(coords.shape[0], device=coords.device) < counters[0]  # counters[0]: pillars seen
-        below = torch.tensor([self.cfg.grid_size[1], 0], dtype=coords.dtype, device=coords.device)
         return feats, torch.where(kept[:, None], coords, below), counters
 
     def _capture(self, bucket: int, device: torch.device) -> _Captured | None:
         buf = torch.zeros(bucket, POINT_DIMS, dtype=torch.float32, device=device)
         n_real = torch.zeros(1, dtype=torch.int64, device=device)
+        # the padding rows' cell (grid_y, 0); made here: a host-to-device copy cannot be captured
+        below = torch.tensor([self.cfg.grid_size[1], 0], dtype=torch.int64, device=device)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(2):  # uploads the constants, settles the allocator
-                self._run(buf, n_real)
+                self._run(buf, n_real, below)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                feats, coords, counters = self._run(buf, n_real)
+                feats, coords, counters = self._run(buf, n_real, below)
         except RuntimeError as e:  # an op that cannot be captured on this torch/GPU: say so, run eagerly
             self.eager_reason = str(e).splitlines()[0]
             log.warning("preprocess: CUDA graph capture failed (%s); preprocessing eagerly", self.eager_reason)
