@@ -38,6 +38,7 @@ class _Captured:
     feats: Tensor  # (max_voxels, P, F)
     coords: Tensor  # (max_voxels, 2); padding rows (grid_y, 0)
     counters: Tensor  # (6,)
+    below: Tensor  # (2,) the padding cell the graph reads: held here so its memory is never reused
 
 
 @dataclass
@@ -76,8 +77,10 @@ class GraphPreprocessor:
     def _capture(self, bucket: int, device: torch.device) -> _Captured | None:
         buf = torch.zeros(bucket, POINT_DIMS, dtype=torch.float32, device=device)
         n_real = torch.zeros(1, dtype=torch.int64, device=device)
-        # the padding rows' cell (grid_y, 0); made here: a host-to-device copy cannot be captured
-        below = torch.tensor([self.cfg.grid_size[1], 0], dtype=torch.int64, device=device)
+        # the padding rows' cell (grid_y, 0), made here by a fill (a host-to-device copy would synchronize, and
+        # cannot be captured)
+        below = torch.zeros(2, dtype=torch.int64, device=device)
+        below[0].fill_(self.cfg.grid_size[1])
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -92,7 +95,7 @@ class GraphPreprocessor:
             self.eager_reason = str(e).splitlines()[0]
             log.warning("preprocess: CUDA graph capture failed (%s); preprocessing eagerly", self.eager_reason)
             return None
-        return _Captured(graph, buf, n_real, feats, coords, counters)
+        return _Captured(graph, buf, n_real, feats, coords, counters, below)
 
     def _replay(self, pts: Tensor) -> _Captured | None:
         if self.eager_reason is not None:
