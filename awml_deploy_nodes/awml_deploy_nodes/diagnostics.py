@@ -94,6 +94,12 @@ class NodeHealth:
                 self.dropped += 1
                 self._period.dropped += 1
 
+    def on_dropped(self, count: int) -> None:
+        """Inputs already counted as received that a newer input replaced before processing (a whole image set)."""
+        with self._lock:
+            self.dropped += int(count)
+            self._period.dropped += int(count)
+
     def on_lost(self, count: int) -> None:
         with self._lock:
             self.lost += int(count)
