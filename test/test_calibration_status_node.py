@@ -112,7 +112,8 @@ def test_node_modes_sync_gating_and_parity(tmp_path, ros_env, tiny_ckpt):
     nodes = {
         "calib_active": {**common, "mode": "active", "use_odometry": True},
         "calib_manual": {**common, "mode": "manual", "extrinsic": T.reshape(-1).tolist()},
-        "calib_periodic": {**common, "mode": "periodic", "period_s": 0.5, "extrinsic": T.reshape(-1).tolist()},
+        "calib_periodic": {**common, "mode": "periodic", "period_s": 0.5, "extrinsic": T.reshape(-1).tolist(),
+                           "publish_preview": True},
     }
     # Phase 1: 25 triples at 10 Hz (slow ego); a lone cloud 40 ms after triple 5 (unpairable: the next image is
     # 63 ms away, beyond the 50 ms slop); a malformed cloud, image and camera info after triple 10; a lone cloud
@@ -141,6 +142,8 @@ def test_node_modes_sync_gating_and_parity(tmp_path, ros_env, tiny_ckpt):
 
     topics = {f"/{n}/output/calibration_status": "awml_deploy_msgs/msg/CalibrationStatus" for n in nodes}
     topics["/diagnostics"] = "diagnostic_msgs/msg/DiagnosticArray"
+    topics["/calib_active/debug/inference_stats"] = "awml_deploy_msgs/msg/InferenceStats"
+    topics["/calib_periodic/debug/preview"] = "sensor_msgs/msg/Image"
     procs = []
     try:
         rec_args = ["record_topics.py", "--out-dir", str(tmp_path / "rec")]
@@ -178,6 +181,12 @@ def test_node_modes_sync_gating_and_parity(tmp_path, ros_env, tiny_ckpt):
         assert_equal_status(msg, offline(seed_of[s], T), f"calib_active at {s}")
         assert msg["header"]["frame_id"] == calib_cases.CAMERA_FRAME
         assert (msg["camera_frame_id"], msg["lidar_frame_id"]) == (calib_cases.CAMERA_FRAME, calib_cases.LIDAR_FRAME)
+    stats = {stamp_ns(m): m for m in read_jsonl(tmp_path, "/calib_active/debug/inference_stats")}
+    assert set(stats) == {stamp_ns(m) for m in got}
+    for s, st in stats.items():
+        assert (st["backend"], st["precision"]) == ("pytorch", "fp32")
+        assert st["input_size"] == 1500 and st["output_count"] == offline(seed_of[s], T).projected_points > 0
+        assert st["total_ms"] >= st["preprocess_ms"] + st["inference_ms"] + st["postprocess_ms"] - 1e-6
     sync = last_values(diags, "calib_active", "synchronizer")
     inputs = last_values(diags, "calib_active", "input")
     # The synchronizer, as its unit tests predict: 25 + 2 pairs out (the very last triple waits for a later
@@ -214,6 +223,15 @@ def test_node_modes_sync_gating_and_parity(tmp_path, ros_env, tiny_ckpt):
     periodic = read_jsonl(tmp_path, "/calib_periodic/output/calibration_status")
     for msg in periodic:
         assert_equal_status(msg, offline(seed_of[stamp_ns(msg)], T), "calib_periodic")
+    # ... and, with publish_preview, the image as the model saw it with the projected depth drawn over it
+    previews = {stamp_ns(m): m for m in read_jsonl(tmp_path, "/calib_periodic/debug/preview")}
+    assert set(previews) == {stamp_ns(m) for m in periodic}
+    for s, m in previews.items():
+        image, _ = calib_cases.arrays(seed_of[s])
+        drawn = np.asarray(m["data"], np.uint8).reshape(m["height"], m["width"], 3)
+        assert (m["encoding"], drawn.shape) == ("bgr8", image.shape)
+        changed = int((drawn != image).any(axis=2).sum())
+        assert 0 < changed <= offline(seed_of[s], T).filled_pixels  # only pixels a lidar point landed on
     times = [m["_receive_time_ns"] / 1e9 for m in periodic if seed_of[stamp_ns(m)] <= 25]
     gaps = np.diff(times)
     assert len(gaps) >= 3, times
@@ -307,3 +325,25 @@ def test_documented_command_starts_the_node(tmp_path, ros_env, tiny_ckpt):
         assert re.search(r"pytorch .*mode periodic; extrinsic from /tf_static", line), line
     finally:
         stop(proc)
+
+
+def test_camera_info_helpers():
+    from sensor_msgs.msg import CameraInfo
+
+    from awml_deploy_nodes.calibration_status_node import camera_matrix, distortion
+
+    info = calib_cases.camera_info(0)
+    np.testing.assert_array_equal(camera_matrix(info), calib_cases.K)
+    assert distortion(info) is None  # all-zero plumb_bob: nothing to undo
+    info.d = [0.1, 0.0, 0.0, 0.0, 0.0]
+    np.testing.assert_array_equal(distortion(info), [0.1, 0, 0, 0, 0])
+    info.distortion_model = "equidistant"  # not undone here (fisheye): left as it is
+    assert distortion(info) is None
+    for k, kind in (([0.0] * 9, "bad_k"), ([float("nan")] + [0.0] * 8, "bad_k")):
+        bad = calib_cases.camera_info(0)
+        bad.k = k
+        with pytest.raises(ValueError, match=kind):
+            camera_matrix(bad)
+    empty = CameraInfo()
+    with pytest.raises(ValueError, match="zero_size"):
+        camera_matrix(empty)
