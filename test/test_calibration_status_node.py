@@ -347,3 +347,16 @@ def test_camera_info_helpers():
     empty = CameraInfo()
     with pytest.raises(ValueError, match="zero_size"):
         camera_matrix(empty)
+
+
+def test_gate_reason():
+    from awml_deploy_nodes.calibration_status_node import gate_reason
+    from awml_deploy_nodes.calibration_status_params import validate
+
+    on = validate({"use_odometry": True})
+    assert gate_reason(validate({}), None, 0.0) is None  # gating off
+    assert gate_reason(on, None, 0.0) == "no odometry received"
+    assert gate_reason(on, (10.0, 2.99, 0.17), 10.5) is None  # just under both limits (3 m/s, 0.1745 rad/s)
+    assert "speed" in gate_reason(on, (10.0, 3.0, 0.0), 10.5)
+    assert "yaw rate" in gate_reason(on, (10.0, 0.0, 0.1745), 10.5)
+    assert "old" in gate_reason(on, (10.0, 0.0, 0.0), 11.5)  # older than odometry_timeout_s (1 s)

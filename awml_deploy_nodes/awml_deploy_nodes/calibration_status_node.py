@@ -129,6 +129,22 @@ def distortion(info: CameraInfo) -> np.ndarray | None:
     return d
 
 
+def gate_reason(p: CalibNodeParams, odom: tuple[float, float, float] | None, now: float) -> str | None:
+    """Why a pair must not be classified now (None: go). ``odom``: (receive time, speed, |yaw rate|)."""
+    if not p.use_odometry:
+        return None
+    if odom is None:
+        return "no odometry received"
+    age = now - odom[0]
+    if age > p.odometry_timeout_s:
+        return f"odometry is {age:.1f} s old (> {p.odometry_timeout_s:g} s)"
+    if odom[1] >= p.max_speed_mps:
+        return f"ego speed {odom[1]:.2f} m/s >= {p.max_speed_mps:g}"
+    if odom[2] >= p.max_yaw_rate_rps:
+        return f"ego yaw rate {odom[2]:.3f} rad/s >= {p.max_yaw_rate_rps:g}"
+    return None
+
+
 @dataclass
 class Job:
     pair: SyncedSet
@@ -332,20 +348,7 @@ class CalibrationStatusNode(Node):
     # ------------------------------------------------------------------ gating, extrinsic
     def gate(self) -> str | None:
         """None when the ego is slow enough (or gating is off), else why not."""
-        p = self.params
-        if not p.use_odometry:
-            return None
-        odom = self._odom
-        if odom is None:
-            return "no odometry received"
-        age = time.monotonic() - odom[0]
-        if age > p.odometry_timeout_s:
-            return f"odometry is {age:.1f} s old (> {p.odometry_timeout_s:g} s)"
-        if odom[1] >= p.max_speed_mps:
-            return f"ego speed {odom[1]:.2f} m/s >= {p.max_speed_mps:g}"
-        if odom[2] >= p.max_yaw_rate_rps:
-            return f"ego yaw rate {odom[2]:.3f} rad/s >= {p.max_yaw_rate_rps:g}"
-        return None
+        return gate_reason(self.params, self._odom, time.monotonic())
 
     def frames(self, cloud: PointCloud2, image: Image) -> tuple[str, str]:
         p = self.params
