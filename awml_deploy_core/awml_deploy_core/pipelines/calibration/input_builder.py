@@ -121,15 +121,15 @@ def build_batch(images_bgr: torch.Tensor, points: torch.Tensor, batch_index: tor
     keep = in_range & (col >= 0) & (col < W) & (row >= 0) & (row < H)
     idx = torch.nonzero(keep).squeeze(1)
     counts = torch.bincount(bi[idx], minlength=B)
-    flat = (bi[idx] * (H * W) + row[idx].long() * W + col[idx].long())
-    zk = z[idx]
-    zmin = torch.full((B * H * W,), float("inf"), dtype=torch.float64, device=dev)
-    zmin.scatter_reduce_(0, flat, zk, reduce="amin")
-    win = zk == zmin[flat]
-    first = torch.full((B * H * W,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
-    first.scatter_reduce_(0, flat[win], idx[win], reduce="amin")
-    pix = torch.nonzero(first != torch.iinfo(torch.int64).max).squeeze(1)
-    src = first[pix]
+    flat = bi[idx] * (H * W) + row[idx].long() * W + col[idx].long()
+    # z-buffer by two stable sorts (z, then pixel): the first entry of each pixel's run is its nearest point, the
+    # lowest point index among equal z (stable sorts keep index order); no atomics, same result on CPU and GPU
+    by_z = torch.sort(z[idx], stable=True).indices
+    by_pix = by_z[torch.sort(flat[by_z], stable=True).indices]
+    fs = flat[by_pix]
+    head = torch.ones_like(fs, dtype=torch.bool)
+    head[1:] = fs[1:] != fs[:-1]
+    pix, src = fs[head], idx[by_pix[head]]
     b, rem = pix // (H * W), pix % (H * W)
     r, c = rem // W, rem % W
     out[b, 3, r, c] = (z[src] / spec.depth_divisor).float()
