@@ -143,3 +143,5 @@ def test_replay_offline_and_realtime_agree(tmp_path, ros_env, drive, ckpt):
         m["header"]["stamp"]["sec"] * 1_000_000_000 + m["header"]["stamp"]["nanosec"]]["is_calibrated"]
         for m in recorded)
     print("offline:", json.dumps(summary["offline"]), "\nrealtime:", json.dumps(rt))
+    if ckpt == SHIPPED:  # the shipped classifier sees a 3 deg / 10 cm move (measured: all 8 pairs right)
+        assert summary["offline"]["accuracy"] >= 0.75, summary["offline"]
