@@ -1,4 +1,4 @@
-"""The miscalibrated drive (``awml-deploy make-bag --camera``) and its replay: offline (pipeline on the bag's pairs)
+"""The miscalibrated drive (``awml-deploy make-bag --calibration-drive``) and its replay: offline (pipeline on the bag's pairs)
 and in real time (bag_player -> calibration_status_node -> recorder, separate processes over DDS), scored against
 the drive's labels; both agree on every pair the node processed.
 
@@ -29,7 +29,7 @@ def drive(tmp_path_factory) -> Path:
     from awml_deploy_core.cli import main
 
     out = tmp_path_factory.mktemp("drive") / "calib_drive"
-    assert main(["make-bag", str(out), "--camera", "--seconds", str(FRAMES / 10), "--seed", "10001",
+    assert main(["make-bag", str(out), "--calibration-drive", "--seconds", str(FRAMES / 10), "--seed", "10001",
                  "--miscalibrated-frames", f"{BAD[0]}:{BAD[1]}", "--miscalibration", "3.0,0.1"]) == 0
     return out
 

@@ -66,14 +66,14 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage (default: mcap)")
     p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
     p.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC, help=f"default: {DEFAULT_GT_TOPIC}")
-    p.add_argument("--camera", action="store_true",
+    p.add_argument("--calibration-drive", action="store_true",
                    help="a calibration-status drive instead: lidar, camera Image and CameraInfo, labels in "
                         "<out>/calibration_labels.json (see --miscalibrated-frames)")
     p.add_argument("--miscalibrated-frames", default="0:0", metavar="A:B",
-                   help="with --camera: frames [A, B) are seen by a camera moved away from the nominal extrinsic "
+                   help="with --calibration-drive: frames [A, B) are seen by a camera moved away from the nominal extrinsic "
                         "(default: none)")
     p.add_argument("--miscalibration", default="3.0,0.1", metavar="DEG,M",
-                   help="with --camera: how far that camera moved, rotation degrees and translation metres "
+                   help="with --calibration-drive: how far that camera moved, rotation degrees and translation metres "
                         "(default: 3.0,0.1)")
     _common(p)
     p.set_defaults(func=_run_make_bag)
@@ -82,7 +82,7 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
 def _run_make_bag(args: argparse.Namespace) -> int:
     from .data.rosbag_io import write_synthetic_bag
 
-    if args.camera:
+    if args.calibration_drive:
         return _run_make_calibration_drive(args)
     bag = write_synthetic_bag(args.out, args.seconds, args.seed, args.storage, args.lidar_topic, args.gt_topic)
     print(f"{bag.path}: {bag.frames} clouds on {bag.lidar_topic}, ground truth on {bag.gt_topic} ({bag.storage}); "

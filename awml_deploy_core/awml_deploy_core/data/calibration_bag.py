@@ -170,7 +170,7 @@ def read_labels(bag: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DatasetError(f"bag {bag}: no {LABELS_FILE}; write the drive with `awml-deploy make-bag --camera`") from None
+        raise DatasetError(f"bag {bag}: no {LABELS_FILE}; write the drive with `awml-deploy make-bag --calibration-drive`") from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if data.get("version") != LABELS_VERSION:

@@ -1,4 +1,4 @@
-"""Replay of a calibration drive (``awml-deploy make-bag --camera``): the classifier's decisions scored against the
+"""Replay of a calibration drive (``awml-deploy make-bag --calibration-drive``): the classifier's decisions scored against the
 drive's labels, offline (the pipeline directly on the bag's pairs) and from a real-time run (the node's recorded
 CalibrationStatus messages), and the two compared pair by pair.
 
