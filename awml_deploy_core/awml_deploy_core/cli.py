@@ -66,6 +66,15 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage (default: mcap)")
     p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
     p.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC, help=f"default: {DEFAULT_GT_TOPIC}")
+    p.add_argument("--calibration-drive", action="store_true",
+                   help="a calibration-status drive instead: lidar, camera Image and CameraInfo, labels in "
+                        "<out>/calibration_labels.json (see --miscalibrated-frames)")
+    p.add_argument("--miscalibrated-frames", default="0:0", metavar="A:B",
+                   help="with --calibration-drive: frames [A, B) are seen by a camera moved away from the nominal extrinsic "
+                        "(default: none)")
+    p.add_argument("--miscalibration", default="3.0,0.1", metavar="DEG,M",
+                   help="with --calibration-drive: how far that camera moved, rotation degrees and translation metres "
+                        "(default: 3.0,0.1)")
     _common(p)
     p.set_defaults(func=_run_make_bag)
 
@@ -73,9 +82,28 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
 def _run_make_bag(args: argparse.Namespace) -> int:
     from .data.rosbag_io import write_synthetic_bag
 
+    if args.calibration_drive:
+        return _run_make_calibration_drive(args)
     bag = write_synthetic_bag(args.out, args.seconds, args.seed, args.storage, args.lidar_topic, args.gt_topic)
     print(f"{bag.path}: {bag.frames} clouds on {bag.lidar_topic}, ground truth on {bag.gt_topic} ({bag.storage}); "
           f"AWML info file {bag.info_path}")
+    return EXIT_OK
+
+
+def _run_make_calibration_drive(args: argparse.Namespace) -> int:
+    from .data.calibration_bag import write_calibration_drive
+
+    try:
+        a, b = (int(v) for v in args.miscalibrated_frames.split(":"))
+        rot, trans = (float(v) for v in args.miscalibration.split(","))
+    except ValueError:
+        raise UsageError(f"--miscalibrated-frames A:B (integers) and --miscalibration DEG,M (numbers); got "
+                         f"{args.miscalibrated_frames!r}, {args.miscalibration!r}") from None
+    drive = write_calibration_drive(args.out, args.seconds, args.seed, (a, b), rot, trans, args.storage,
+                                    lidar_topic=args.lidar_topic)
+    print(f"{drive.path}: {drive.frames} frames of lidar, Image and CameraInfo ({', '.join(drive.topics.values())}; "
+          f"{drive.storage}); frames [{a}, {b}) by a camera off by {rot:g} deg / {trans:g} m; labels "
+          f"{drive.labels_path}")
     return EXIT_OK
 
 

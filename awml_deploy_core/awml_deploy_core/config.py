@@ -269,6 +269,87 @@ def t4_yolox_model() -> YOLOXModelConfig:
     return YOLOXModelConfig(name="yolox_t4", input_size=[960, 960], widen_factor=0.375)
 
 
+CALIBRATION_CLASSES = ("miscalibrated", "calibrated")  # AWML's class order = the graph's output columns
+
+
+class MiscalibrationConfig(StrictModel):
+    """What "miscalibrated" means and how the perturbed pairs are drawn (data/calibration_pairs.py).
+
+    A pair is miscalibrated when its rotation error exceeds ``rotation_threshold_deg`` OR its translation error
+    exceeds ``translation_threshold_m``; calibrated when both are below HALF of them; in between is the ambiguous
+    band (never trained on, reported separately). A drawn pair is a miscalibration draw with probability
+    ``miscalibration_probability`` (magnitudes uniform in [0, max_*], random axes), else a calibrated draw
+    (magnitudes uniform below half the thresholds).
+    """
+
+    rotation_threshold_deg: float = Field(1.0, gt=0.0)
+    translation_threshold_m: float = Field(0.05, gt=0.0)
+    max_rotation_deg: float = Field(5.0, gt=0.0, le=45.0)
+    max_translation_m: float = Field(0.25, gt=0.0, le=5.0)
+    miscalibration_probability: float = Field(0.5, ge=0.0, le=1.0)
+    # evaluation pairs per rendered scene (each with its own perturbation): rendering dominates the cost
+    pairs_per_scene: int = Field(4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "MiscalibrationConfig":
+        if self.max_rotation_deg <= self.rotation_threshold_deg or self.max_translation_m <= self.translation_threshold_m:
+            raise ValueError(f"max_rotation_deg/max_translation_m ({self.max_rotation_deg}, {self.max_translation_m}) "
+                             f"must exceed the thresholds ({self.rotation_threshold_deg}, "
+                             f"{self.translation_threshold_m}), else no pair is miscalibrated")
+        return self
+
+
+class CalibrationStatusModelConfig(StrictModel):
+    """Camera-lidar calibration status (AWML CalibrationStatusClassification): a ResNet18-style classifier over
+    [R, G, B, projected lidar depth, projected lidar intensity] -> logits [miscalibrated, calibrated].
+
+    Input building (pipelines/calibration/input_builder.py, one function for training, evaluation, INT8
+    calibration and the node): lidar points in (min_depth, max_depth] metres of camera z are projected with K and
+    the extrinsic, the nearest point per pixel wins; depth channel = z / depth_divisor, intensity channel =
+    intensity / intensity_divisor, both 0 where no point lands; RGB = (pixel - image_mean) / image_std.
+    """
+
+    name: str = Field("calibration_status_small", pattern=r"^[A-Za-z0-9_\-]+$")
+    class_names: list[str] = Field(default_factory=lambda: list(CALIBRATION_CLASSES))
+    # ResNet18 widths: base_channels * (1, 2, 4, 8); torchvision's is 64, the small default 32 (under 20 MB)
+    base_channels: int = Field(32, ge=4, le=128)
+    stage_blocks: list[int] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=4, max_length=4)
+    # [H, W] the network input is resized to (image resized, K scaled); None = the camera image's own size
+    input_size: list[int] | None = Field(None, min_length=2, max_length=2)
+    # [H, W] traced into the ONNX example and used for warm-up (the graph's H and W stay dynamic)
+    example_size: list[int] = Field(default_factory=lambda: [384, 640], min_length=2, max_length=2)
+    min_depth: float = Field(0.1, gt=0.0)
+    max_depth: float = Field(128.0, gt=0.0)  # Autoware calibration_status_classifier's projection limit
+    depth_divisor: float = Field(128.0, gt=0.0)
+    intensity_divisor: float = Field(255.0, gt=0.0)
+    image_mean: list[float] = Field(default_factory=lambda: [123.675, 116.28, 103.53], min_length=3, max_length=3)
+    image_std: list[float] = Field(default_factory=lambda: [58.395, 57.12, 57.375], min_length=3, max_length=3)
+    # decision: miscalibrated when softmax(miscalibrated) >= this
+    miscalibrated_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    miscalibration: MiscalibrationConfig = Field(default_factory=MiscalibrationConfig)
+    # TensorRT optimisation profile of the input's [H, W] (AWML's: min 1080x1920, opt 1860x2880, max 2160x3840)
+    trt_min_hw: list[int] = Field(default_factory=lambda: [1080, 1920], min_length=2, max_length=2)
+    trt_opt_hw: list[int] = Field(default_factory=lambda: [1860, 2880], min_length=2, max_length=2)
+    trt_max_hw: list[int] = Field(default_factory=lambda: [2160, 3840], min_length=2, max_length=2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CalibrationStatusModelConfig":
+        if list(self.class_names) != list(CALIBRATION_CLASSES):
+            raise ValueError(f"class_names must be {list(CALIBRATION_CLASSES)} (AWML's order = the output columns)")
+        if not self.min_depth < self.max_depth:
+            raise ValueError(f"min_depth {self.min_depth} must be below max_depth {self.max_depth}")
+        if any(s <= 0 for s in self.image_std):
+            raise ValueError(f"image_std must be > 0, got {self.image_std}")
+        for key in ("input_size", "example_size", "trt_min_hw", "trt_opt_hw", "trt_max_hw"):
+            v = getattr(self, key)
+            if v is not None and any(d < 32 for d in v):
+                raise ValueError(f"{key} {v}: every side must be >= 32 pixels (the network downsamples 32x)")
+        lo, mid, hi = self.trt_min_hw, self.trt_opt_hw, self.trt_max_hw
+        if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
+            raise ValueError(f"need trt_min_hw <= trt_opt_hw <= trt_max_hw per side, got {lo}, {mid}, {hi}")
+        return self
+
+
 # --------------------------------------------------------------------------------------------- deploy
 DEFAULT_CHECKPOINT = "package://awml_deploy_core/checkpoints/centerpoint_small.pth"
 
@@ -434,7 +515,7 @@ class DeployConfig(StrictModel):
     # The model family (families/__init__.py FAMILIES): which declaration builds, exports and scores the model.
     family: str = "centerpoint"
     # The family's own model config class (``ModelFamily.model_config``), chosen by ``family`` (see _family_model).
-    model: CenterPointModelConfig | YOLOXModelConfig = Field(default_factory=CenterPointModelConfig)
+    model: CenterPointModelConfig | YOLOXModelConfig | CalibrationStatusModelConfig = Field(default_factory=CenterPointModelConfig)
     checkpoint: str = DEFAULT_CHECKPOINT
     work_dir: str = "work_dirs/centerpoint"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")

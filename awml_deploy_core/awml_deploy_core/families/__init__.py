@@ -14,6 +14,7 @@ from .base import GraphSpec, ModelFamily, qdq_artifact, qdq_file_name
 FAMILIES: dict[str, str] = {
     "centerpoint": "awml_deploy_core.families.centerpoint:FAMILY",
     "yolox": "awml_deploy_core.families.yolox:FAMILY",
+    "calibration_status": "awml_deploy_core.families.calibration_status:FAMILY",
 }
 
 

@@ -5,6 +5,7 @@
 TRAINERS: dict[str, str] = {
     "centerpoint": "awml_deploy_core.training.train:main",
     "yolox": "awml_deploy_core.training.yolox_train:main",
+    "calibration_status": "awml_deploy_core.training.calibration_train:main",
 }
 
 

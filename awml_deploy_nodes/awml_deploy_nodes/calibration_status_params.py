@@ -1,0 +1,184 @@
+"""Parameters of ``calibration_status_node``: one table (name, default, description), one validation function.
+
+Pure Python (no rclpy import), like node_params.py whose ParamSpec, ParamError and declare_read_only it reuses:
+tests and the launch-file checks read the table without a ROS context, and every wrong value is ONE line naming
+the parameter, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from awml_deploy_core.config import BACKENDS
+
+from .node_params import ParamError, ParamSpec
+from .tf_static import extrinsic_from_values
+
+MODES = ("periodic", "manual", "active")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("bundle_dir", "", "Export bundle folder of the calibration_status family (manifest.json).",
+              "empty, or a folder holding manifest.json; exclusive with 'config'"),
+    ParamSpec("config", "", "Deploy config YAML (config/calibration_status.yaml) used when bundle_dir is empty.",
+              "empty, or a YAML file; exclusive with 'bundle_dir'"),
+    ParamSpec("checkpoint", "", "Checkpoint path or package:// URI; overrides the config's/bundle's. All three empty: "
+              "the shipped package://awml_deploy_core/checkpoints/calibration_status_small.pth."),
+    ParamSpec("onnx_cache_dir", "", "Where ONNX graphs exported on the fly go (onnxruntime without bundle_dir)."),
+    ParamSpec("backend", "onnxruntime", "Inference backend.", "one of " + ", ".join(BACKENDS)),
+    ParamSpec("device", "", "Torch device. Empty: the config's.", "empty, cpu, cuda or cuda:N"),
+    ParamSpec("mode", "periodic",
+              "When a synchronized lidar/camera pair is classified: periodic (the newest pair every period_s), "
+              "manual (on a std_srvs/Trigger call of ~/trigger; the reply carries the result) or active (every "
+              "pair; a pair still waiting when a newer one arrives is dropped).", "one of " + ", ".join(MODES)),
+    ParamSpec("period_s", 5.0, "Period of the periodic mode.", "> 0"),
+    ParamSpec("sync_queue_size", 10, "Messages kept per input by the approximate-time synchronizer (queue size).",
+              ">= 1"),
+    ParamSpec("sync_slop_s", 0.05,
+              "Largest stamp spread of a synchronized cloud/image/camera_info set (ApproximateTime's max interval).",
+              ">= 0"),
+    ParamSpec("extrinsic", [0.0],
+              "lidar -> camera extrinsic T_cam_lidar (points of the lidar frame into the camera's optical frame): 16 "
+              "numbers (4x4 row-major), 6 (x y z roll pitch yaw) or 7 (x y z qx qy qz qw). [0.0] (one number): "
+              "look it up in the static transforms of tf_static_topic instead.",
+              "[0.0], or 16, 6 or 7 finite numbers"),
+    ParamSpec("tf_static_topic", "/tf_static",
+              "Static transforms (transient local). tf2_msgs/TFMessage when tf2_msgs is importable, else one "
+              "geometry_msgs/TransformStamped a message (tf2_msgs is not installable here)."),
+    ParamSpec("lidar_frame_id", "", "Lidar frame for the TF lookup. Empty: the cloud's header.frame_id."),
+    ParamSpec("camera_frame_id", "", "Camera frame for the TF lookup. Empty: the image's header.frame_id."),
+    ParamSpec("use_odometry", False,
+              "Classify only while the ego is slow: ~/input/odometry (nav_msgs/Odometry) speed below max_speed_mps and "
+              "|yaw rate| below max_yaw_rate_rps, and not older than odometry_timeout_s."),
+    ParamSpec("max_speed_mps", 3.0, "Gating: largest ego speed (norm of twist.linear).", "> 0"),
+    ParamSpec("max_yaw_rate_rps", 0.1745, "Gating: largest |twist.angular.z| (10 deg/s).", "> 0"),
+    ParamSpec("odometry_timeout_s", 1.0, "Gating: odometry older than this (receive time) closes the gate.", "> 0"),
+    ParamSpec("miscalibrated_threshold", -1.0,
+              "Miscalibrated when P(miscalibrated) >= this. Negative: the model config's.", "< 0 or in [0, 1]"),
+    ParamSpec("publish_preview", False, "Publish ~/debug/preview (sensor_msgs/Image, bgr8): the projected lidar "
+              "depth over the image as the model saw it (an extra input build per classified pair)."),
+    ParamSpec("processing_time_budget_ms", 1000.0, "Per-pair budget; /diagnostics warns above it.", "> 0"),
+    ParamSpec("max_points", 2_000_000, "Clouds with more points are dropped as malformed.", ">= 1"),
+    ParamSpec("max_pixels", 7680 * 4320, "Images with more pixels are dropped as malformed.", ">= 1"),
+    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics.", "> 0"),
+)
+PARAM_NAMES = tuple(p.name for p in PARAMS)
+DEFAULTS = {p.name: p.default for p in PARAMS}
+
+
+@dataclass(frozen=True)
+class CalibNodeParams:
+    bundle_dir: str
+    config: str
+    checkpoint: str
+    onnx_cache_dir: str
+    backend: str
+    device: str
+    mode: str
+    period_s: float
+    sync_queue_size: int
+    sync_slop_ns: int
+    extrinsic: Any  # (4, 4) float64 ndarray, or None: from tf_static_topic
+    tf_static_topic: str
+    lidar_frame_id: str
+    camera_frame_id: str
+    use_odometry: bool
+    max_speed_mps: float
+    max_yaw_rate_rps: float
+    odometry_timeout_s: float
+    miscalibrated_threshold: float | None
+    publish_preview: bool
+    processing_time_budget_ms: float
+    max_points: int
+    max_pixels: int
+    diagnostics_period_s: float
+
+
+def _fail(name: str, what: str, value: Any) -> ParamError:
+    shown = repr(value)
+    return ParamError(f"parameter '{name}': {what} (got {shown if len(shown) <= 80 else shown[:77] + '...'})")
+
+
+def _string(values: dict[str, Any], name: str) -> str:
+    v = values[name]
+    if not isinstance(v, str):
+        raise _fail(name, "must be a string", v)
+    return v.strip()
+
+
+def _number(values: dict[str, Any], name: str, positive: bool = False) -> float:
+    v = values[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        raise _fail(name, "must be a finite number", v)
+    if positive and v <= 0:
+        raise _fail(name, "must be > 0", v)
+    return float(v)
+
+
+def _int(values: dict[str, Any], name: str) -> int:
+    v = values[name]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _fail(name, "must be an integer >= 1", v)
+    return int(v)
+
+
+def _bool(values: dict[str, Any], name: str) -> bool:
+    v = values[name]
+    if not isinstance(v, bool):
+        raise _fail(name, "must be true or false", v)
+    return v
+
+
+def validate(values: dict[str, Any]) -> CalibNodeParams:
+    """Check every parameter (missing names take their defaults); raise ParamError with one line."""
+    unknown = sorted(set(values) - set(PARAM_NAMES))
+    if unknown:
+        raise ParamError(f"unknown parameter(s) {unknown}; known: {', '.join(PARAM_NAMES)}")
+    values = {**DEFAULTS, **values}
+    bundle_dir, config = _string(values, "bundle_dir"), _string(values, "config")
+    if bundle_dir and config:
+        raise ParamError(f"parameters 'bundle_dir' and 'config' are exclusive (got {bundle_dir!r}, {config!r})")
+    backend = _string(values, "backend")
+    if backend not in BACKENDS:
+        raise _fail("backend", f"must be one of {', '.join(BACKENDS)}", backend)
+    device = _string(values, "device")
+    if device and not _DEVICE.match(device):
+        raise _fail("device", "must be empty, cpu, cuda or cuda:N", device)
+    mode = _string(values, "mode")
+    if mode not in MODES:
+        raise _fail("mode", f"must be one of {', '.join(MODES)}", mode)
+    slop = _number(values, "sync_slop_s")
+    if slop < 0:
+        raise _fail("sync_slop_s", "must be >= 0", slop)
+    ext = values["extrinsic"]
+    if isinstance(ext, (str, bytes)) or not isinstance(ext, (list, tuple)) or \
+            not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ext):
+        raise _fail("extrinsic", "must be a list of numbers", ext)
+    if len(ext) == 1 and float(ext[0]) == 0.0:
+        extrinsic = None
+    else:
+        try:
+            extrinsic = extrinsic_from_values(ext, "parameter 'extrinsic'")
+        except ValueError as e:
+            raise ParamError(str(e)) from None
+    threshold = _number(values, "miscalibrated_threshold")
+    if threshold > 1.0:
+        raise _fail("miscalibrated_threshold", "must be negative (model default) or in [0, 1]", threshold)
+    return CalibNodeParams(
+        bundle_dir=bundle_dir, config=config, checkpoint=_string(values, "checkpoint"),
+        onnx_cache_dir=_string(values, "onnx_cache_dir"), backend=backend, device=device, mode=mode,
+        period_s=_number(values, "period_s", True), sync_queue_size=_int(values, "sync_queue_size"),
+        sync_slop_ns=int(round(slop * 1e9)), extrinsic=extrinsic, tf_static_topic=_string(values, "tf_static_topic"),
+        lidar_frame_id=_string(values, "lidar_frame_id"), camera_frame_id=_string(values, "camera_frame_id"),
+        use_odometry=_bool(values, "use_odometry"), max_speed_mps=_number(values, "max_speed_mps", True),
+        max_yaw_rate_rps=_number(values, "max_yaw_rate_rps", True),
+        odometry_timeout_s=_number(values, "odometry_timeout_s", True),
+        miscalibrated_threshold=None if threshold < 0 else threshold,
+        publish_preview=_bool(values, "publish_preview"),
+        processing_time_budget_ms=_number(values, "processing_time_budget_ms", True),
+        max_points=_int(values, "max_points"), max_pixels=_int(values, "max_pixels"),
+        diagnostics_period_s=_number(values, "diagnostics_period_s", True),
+    )
