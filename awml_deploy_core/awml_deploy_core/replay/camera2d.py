@@ -51,6 +51,8 @@ def _finite(v: Any) -> float | None:
 
 def _decode(msg: Any) -> tuple[np.ndarray, dict[str, Any]]:
     img = image_to_bgr(msg)
+    if not img.flags.writeable:  # a view of the bag's bytes; torch warns on (and must not write to) those
+        img = img.copy()
     return img, {"width": int(img.shape[1]), "height": int(img.shape[0])}
 
 
@@ -239,7 +241,7 @@ def _criteria_ap(c: Any, s: Mapping[str, Any]) -> tuple[str, dict[str, float | N
     tot = s.get("frame_totals") or {}
     num_gt = {cls: int((tot.get("tp") or {}).get(cls, 0) + (tot.get("fn") or {}).get(cls, 0))
               for cls in s["class_names"]}
-    return f" {label}", per, _finite((m.get("stats") or {}).get(stat)), num_gt
+    return label, per, _finite((m.get("stats") or {}).get(stat)), num_gt
 
 
 # --------------------------------------------------------------------------------------------- report
