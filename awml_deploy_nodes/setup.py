@@ -22,6 +22,7 @@ setup(
     entry_points={"console_scripts": [
         "centerpoint_node = awml_deploy_nodes.centerpoint_node:main",
         "centerpoint_node_bench = awml_deploy_nodes.bench_node:main",
+        "yolox_node = awml_deploy_nodes.yolox_node:main",
         "bag_player = awml_deploy_nodes.bag_player:main",
         "output_recorder = awml_deploy_nodes.output_recorder:main",
         "replay_evaluation = awml_deploy_nodes.replay_evaluation:main",

@@ -8,6 +8,7 @@ one-line command in the docstring (a line starting with "$ ") uses the same exec
 parameters and topics.
 Dynamic: the documented command starts the node (TensorRT: fails with one line where TensorRT is absent), and,
 where `launch_ros` imports, the launch file itself starts a node that answers a cloud.
+Every check runs for each node's launch files (NODES: its parameter table and topics).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import importlib.util
 import json
 import shlex
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,27 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = "awml_deploy_nodes"
 INSTALL_LIB = ROOT / "install" / PKG / "lib" / PKG
 INSTALL_SHARE = ROOT / "install" / PKG / "share" / PKG
-LAUNCH_FILES = {"centerpoint.launch.py": "onnxruntime", "centerpoint_trt.launch.py": "tensorrt"}
-NODE_TOPICS = {"~/input/pointcloud", "~/output/objects", "~/output/autoware_objects", "~/debug/inference_stats"}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    params: str  # module with the node's PARAM_NAMES and validate()
+    topics: frozenset[str]  # the node's own topics (remappable)
+    input_topic: str  # the one every launch file and command remaps
+    param_keys: tuple[str, ...]  # top-level keys a parameter file may use
+
+
+NODES = {
+    "centerpoint_node": NodeSpec("awml_deploy_nodes.node_params", frozenset(
+        {"~/input/pointcloud", "~/output/objects", "~/output/autoware_objects", "~/debug/inference_stats"}),
+        "~/input/pointcloud", ("/**", "centerpoint", "/centerpoint")),
+    "yolox_node": NodeSpec("awml_deploy_nodes.yolox_params", frozenset(
+        {"~/input/image", "~/input/image/compressed", "~/output/detections", "~/output/objects",
+         "~/debug/inference_stats"}), "~/input/image", ("/**", "yolox_node", "/yolox_node")),
+}
+# launch file -> the backend its parameters select
+LAUNCH_FILES = {"centerpoint.launch.py": "onnxruntime", "centerpoint_trt.launch.py": "tensorrt",
+                "yolox.launch.py": "onnxruntime", "yolox_trt.launch.py": "tensorrt"}
 
 
 # --------------------------------------------------------------------------------------------- ast helpers
@@ -124,11 +145,11 @@ class LaunchFile:
         return shlex.split(lines[0])
 
 
-def _ros_params(path: Path) -> dict:
+def _ros_params(path: Path, spec: NodeSpec) -> dict:
     data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict) and len(data) == 1, f"{path}: one top-level key (the node name or /**)"
     (node_key, body), = data.items()
-    assert node_key in ("/**", "centerpoint", "/centerpoint"), node_key
+    assert node_key in spec.param_keys, node_key
     assert set(body) == {"ros__parameters"} and isinstance(body["ros__parameters"], dict), path
     return body["ros__parameters"]
 
@@ -136,8 +157,6 @@ def _ros_params(path: Path) -> dict:
 # --------------------------------------------------------------------------------------------- static
 @pytest.mark.parametrize("name", sorted(LAUNCH_FILES))
 def test_launch_file_static(name):
-    from awml_deploy_nodes.node_params import PARAM_NAMES, validate
-
     lf = LaunchFile(name)
     # the node: an installed console script of this package
     assert _const(_kw(lf.node, "package")) == PKG
@@ -148,11 +167,14 @@ def test_launch_file_static(name):
     module, func = scripts[exe].split(":")
     assert callable(getattr(importlib.import_module(module), func))
     assert isinstance(_const(_kw(lf.node, "name")), str)
+    spec = NODES[exe]
+    params_module = importlib.import_module(spec.params)
+    PARAM_NAMES, validate = params_module.PARAM_NAMES, params_module.validate  # noqa: N806
 
     # parameter file: exists, installed, ROS params YAML of declared parameters with valid values
     pfile = lf.param_file()
     assert pfile.is_file() and (INSTALL_SHARE / "config" / pfile.name).is_file(), pfile
-    file_params = _ros_params(pfile)
+    file_params = _ros_params(pfile, spec)
     assert set(file_params) <= set(PARAM_NAMES), set(file_params) - set(PARAM_NAMES)
     merged = dict(file_params)
 
@@ -177,7 +199,7 @@ def test_launch_file_static(name):
     # remappings: the node's own topics, from declared arguments
     for pair in _kw(lf.node, "remappings").elts:
         src, dst = pair.elts
-        assert _const(src) in NODE_TOPICS, _const(src)
+        assert _const(src) in spec.topics, _const(src)
         arg = _argument_of(dst, lf.helpers)
         if arg is not None:
             used.add(arg)
@@ -204,8 +226,8 @@ def test_launch_file_static(name):
         if a == "-p":
             assert cmd[i + 1].split(":=")[0] in PARAM_NAMES, cmd[i + 1]
         if a == "-r" and cmd[i + 1].startswith("~/"):
-            assert cmd[i + 1].split(":=")[0] in NODE_TOPICS, cmd[i + 1]
-    assert any(a.startswith("~/input/pointcloud:=") for a in cmd)
+            assert cmd[i + 1].split(":=")[0] in spec.topics, cmd[i + 1]
+    assert any(a.startswith(f"{spec.input_topic}:=") for a in cmd)
 
 
 # --------------------------------------------------------------------------------------------- dynamic
@@ -229,15 +251,33 @@ def test_documented_command_starts_the_node(tmp_path, ros_env):
 
 
 @pytest.mark.ros
+def test_documented_yolox_command_starts_the_node(tmp_path, ros_env):
+    """The shipped YOLOX (installed with awml_deploy_core), exported on the fly into a test cache."""
+    cmd = LaunchFile("yolox.launch.py").command() + ["-p", f"onnx_cache_dir:={tmp_path / 'onnx'}"]
+    log = tmp_path / "node.log"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ros_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for_line(log, "ready:", timeout=180)
+        line = next(l for l in log.read_text().splitlines() if "ready:" in l)
+        assert "onnxruntime" in line and "yolox_small.pth" in line
+        assert "input /sensing/camera/camera0/image_rect_color" in line
+        assert "output /perception/object_recognition/detection/awml/camera0/detections" in line
+    finally:
+        stop(proc)
+
+
+@pytest.mark.ros
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
                     reason="tensorrt is importable: this checks the failure where it is absent")
-def test_documented_trt_command_fails_with_one_line_without_tensorrt(tmp_path, ros_env):
-    cmd = LaunchFile("centerpoint_trt.launch.py").command()
+@pytest.mark.parametrize("name", ["centerpoint_trt.launch.py", "yolox_trt.launch.py"])
+def test_documented_trt_command_fails_with_one_line_without_tensorrt(tmp_path, ros_env, name):
+    cmd = LaunchFile(name).command()
+    exe = Path(cmd[0]).name
     log = tmp_path / "node.log"
     proc = subprocess.run(cmd, cwd=ROOT, env=ros_env, stdout=log.open("w"), stderr=subprocess.STDOUT, timeout=120)
     lines = [l for l in log.read_text().splitlines() if l.strip()]
     assert proc.returncode == 3, lines
-    assert len(lines) == 1 and lines[0].startswith("centerpoint_node: error: ") and "tensorrt" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith(f"{exe}: error: ") and "tensorrt" in lines[0], lines
 
 
 @pytest.mark.ros

@@ -16,6 +16,10 @@ a periodic report of two statuses, named like diagnostic_updater names them (``<
     empty, with non-finite points) and internal errors. WARN when something was dropped or malformed during
     the period, ERROR when a frame failed inside the node.
 
+The same class serves every model node: the camera node (``yolox_node``) passes its own input noun ("images"),
+malformed and accepted kinds, no voxel counters, and the stamp-synchronisation drop reasons of its multi-camera
+mode (``sync_dropped.<reason>``: WARN, images that found no partner within the window).
+
 Counters are cumulative since start-up; ``*_in_period`` values and the levels refer to the last period.
 Every value is a string (``KeyValue``); integers are written without decimals so tools can parse them.
 """
@@ -46,6 +50,7 @@ class _Period:
     lost: int = 0
     gaps: int = 0
     malformed: int = 0
+    unsynced: int = 0
     internal_errors: int = 0
     pillars_dropped: int = 0
 
@@ -54,8 +59,11 @@ class NodeHealth:
     """Thread-safe counters; :meth:`report` turns them into a DiagnosticArray and starts a new period."""
 
     def __init__(self, node_name: str, budget_ms: float, malformed_kinds: Iterable[str],
-                 info: dict[str, str] | None = None) -> None:
+                 info: dict[str, str] | None = None, *, noun: str = "clouds",
+                 accepted_kinds: Iterable[str] = ACCEPTED_KINDS, overflow_keys: Iterable[str] = OVERFLOW_KEYS,
+                 sync_reasons: Iterable[str] = ()) -> None:
         self.node_name = node_name
+        self.noun = noun  # what the input is called in status messages
         self.budget_ms = float(budget_ms)
         self.info = dict(info or {})  # constant key-values (backend, precision, model)
         self._lock = threading.Lock()
@@ -68,9 +76,10 @@ class NodeHealth:
         self.internal_errors = 0
         self.over_budget = 0
         self.malformed = {k: 0 for k in malformed_kinds}
-        self.accepted = {k: 0 for k in ACCEPTED_KINDS}
+        self.accepted = {k: 0 for k in accepted_kinds}
         self.non_finite_points = 0
-        self.overflow = {k: 0 for k in OVERFLOW_KEYS}
+        self.overflow = {k: 0 for k in overflow_keys}
+        self.unsynced = {k: 0 for k in sync_reasons}
         self.frames_with_pillars_dropped = 0
         self.frames_with_points_truncated = 0
         self.last_time_ms: float | None = None
@@ -84,6 +93,12 @@ class NodeHealth:
             if replaced_unprocessed:
                 self.dropped += 1
                 self._period.dropped += 1
+
+    def on_dropped(self, count: int) -> None:
+        """Inputs already counted as received that a newer input replaced before processing (a whole image set)."""
+        with self._lock:
+            self.dropped += int(count)
+            self._period.dropped += int(count)
 
     def on_lost(self, count: int) -> None:
         with self._lock:
@@ -102,6 +117,18 @@ class NodeHealth:
             self._period.malformed += 1
             return sum(self.malformed.values())
 
+    def count_accepted(self, *kinds: str) -> None:
+        """One processed input of each of these unusual-but-valid kinds (e.g. rgb8, padded_rows)."""
+        with self._lock:
+            for k in kinds:
+                self.accepted[k] = self.accepted.get(k, 0) + 1
+
+    def on_sync_dropped(self, reason: str, count: int = 1) -> None:
+        """Inputs the stamp synchronisation dropped (multi-input nodes; reasons of stamp_sync.DROP_REASONS)."""
+        with self._lock:
+            self.unsynced[reason] = self.unsynced.get(reason, 0) + int(count)
+            self._period.unsynced += int(count)
+
     def on_accepted(self, big_endian: bool, organized: bool, empty: bool, non_finite: int) -> None:
         with self._lock:
             self.accepted["big_endian"] += int(big_endian)
@@ -119,7 +146,7 @@ class NodeHealth:
             if time_ms > self.budget_ms:
                 self.over_budget += 1
                 self._period.over_budget += 1
-            for k in OVERFLOW_KEYS:
+            for k in self.overflow:
                 self.overflow[k] += int(getattr(voxel_stats, k, 0))
             dropped = int(getattr(voxel_stats, "pillars_dropped", 0))
             if dropped:
@@ -139,6 +166,7 @@ class NodeHealth:
             return {"received": self.received, "processed": self.processed, "dropped": self.dropped,
                     "lost": self.lost, "gaps": self.gaps, "internal_errors": self.internal_errors, "over_budget": self.over_budget,
                     "malformed": dict(self.malformed), "accepted": dict(self.accepted),
+                    "sync_dropped": dict(self.unsynced),
                     "non_finite_points": self.non_finite_points, "overflow": dict(self.overflow),
                     "frames_with_pillars_dropped": self.frames_with_pillars_dropped,
                     "frames_with_points_truncated": self.frames_with_points_truncated}
@@ -173,10 +201,10 @@ class NodeHealth:
             ("frames_over_budget", self.over_budget),
             ("frames_over_budget_in_period", p.over_budget),
             ("latency_ms_max_in_period", max(p.latencies_ms) if p.latencies_ms else None),
-            *self.overflow.items(),
-            ("frames_with_pillars_dropped", self.frames_with_pillars_dropped),
-            ("frames_with_points_truncated", self.frames_with_points_truncated),
         ]
+        if self.overflow:  # voxelizing nodes
+            values += [*self.overflow.items(), ("frames_with_pillars_dropped", self.frames_with_pillars_dropped),
+                       ("frames_with_points_truncated", self.frames_with_points_truncated)]
         if p.over_budget:
             level, text = WARN, (f"processing time over budget in {p.over_budget}/{len(times)} frames "
                                  f"(max {worst:.1f} ms > {self.budget_ms:g} ms)")
@@ -199,22 +227,27 @@ class NodeHealth:
             ("malformed_total", sum(self.malformed.values())),
             *((f"malformed.{k}", v) for k, v in self.malformed.items()),
             *((f"accepted.{k}", v) for k, v in self.accepted.items()),
-            ("non_finite_points_dropped", self.non_finite_points),
-            ("internal_error", self.internal_errors),
+            *((f"sync_dropped.{k}", v) for k, v in self.unsynced.items()),
         ]
+        if "with_non_finite" in self.accepted:
+            values.append(("non_finite_points_dropped", self.non_finite_points))
+        values.append(("internal_error", self.internal_errors))
+        n = self.noun
         problems = []
         if p.internal_errors:
             problems.append(f"{p.internal_errors} frames failed inside the node (see the log)")
         if p.malformed:
-            problems.append(f"{p.malformed} malformed clouds dropped")
+            problems.append(f"{p.malformed} malformed {n} dropped")
         if p.dropped:
-            problems.append(f"{p.dropped} clouds dropped: input faster than processing (newest cloud wins)")
+            problems.append(f"{p.dropped} {n} dropped: input faster than processing (newest wins)")
+        if p.unsynced:
+            problems.append(f"{p.unsynced} {n} dropped without a partner within the sync window")
         if p.gaps:
-            problems.append(f"{p.gaps} clouds dropped by the middleware before the node took them")
+            problems.append(f"{p.gaps} {n} dropped by the middleware before the node took them")
         if p.lost:
-            problems.append(f"{p.lost} clouds lost by the middleware")
+            problems.append(f"{p.lost} {n} lost by the middleware")
         level = ERROR if p.internal_errors else WARN if problems else OK
-        text = "; ".join(problems) if problems else f"{p.received} clouds received in the last period"
+        text = "; ".join(problems) if problems else f"{p.received} {n} received in the last period"
         return self._status("input", level, text, values)
 
 

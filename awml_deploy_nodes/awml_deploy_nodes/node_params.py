@@ -1,4 +1,8 @@
-"""Parameters of ``centerpoint_node``: one table (name, default, description), one validation function.
+"""Parameters of the model nodes: one table per node (name, default, description), one validation function each.
+
+``centerpoint_node``'s table is here (:data:`PARAMS`, :func:`validate`); the parts every model node shares (where
+the model comes from, backend, threshold, budget, diagnostics: :func:`model_params`, :func:`runtime_params`,
+:func:`validate_shared`) are used by ``yolox_params`` too, so both nodes take the same names with the same meaning.
 
 Pure Python (no rclpy import), so tests and the launch-file checks can read the table without a ROS
 context. The node declares every entry with a ``ParameterDescriptor`` built from it (read-only: the node
@@ -91,32 +95,59 @@ def _same_value(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def model_params(default_checkpoint: str, graphs: str) -> tuple[ParamSpec, ...]:
+    """The parameters every model node shares (where the model comes from, backend, threshold), in table order.
+
+    ``default_checkpoint`` is named in the 'checkpoint' description; ``graphs`` says what the backend runs.
+    """
+    return (
+        ParamSpec("bundle_dir", "",
+                  "Export bundle folder (manifest.json from `awml-deploy export`): model config, ONNX graphs, TensorRT "
+                  "engines and the checkpoint it was exported from. Artifacts are sha256-checked before use.",
+                  "empty, or a folder holding manifest.json; exclusive with 'config'"),
+        ParamSpec("config", "",
+                  "Deploy config YAML (the `awml-deploy export` config) used when bundle_dir is empty: model "
+                  "geometry, post-processing, checkpoint, onnxruntime settings.",
+                  "empty, or a YAML file; exclusive with 'bundle_dir'"),
+        ParamSpec("checkpoint", "",
+                  "Checkpoint path or package:// URI. Overrides the one of 'config'/'bundle_dir'; alone, the model "
+                  "config stored in the checkpoint is used. All of bundle_dir, config and checkpoint empty: the "
+                  f"shipped {default_checkpoint}."),
+        ParamSpec("onnx_cache_dir", "",
+                  "Where ONNX graphs exported on the fly go (backend onnxruntime without bundle_dir). Reused while "
+                  "the checkpoint and model config are unchanged. Empty: $XDG_CACHE_HOME (or ~/.cache)/awml_deploy/"
+                  "onnx/."),
+        ParamSpec("backend", "onnxruntime", f"Inference backend running the {graphs}.",
+                  "one of " + ", ".join(BACKENDS)),
+        ParamSpec("device", "", "Torch device of pre/post-processing (and of the graphs for pytorch/tensorrt). "
+                  "Empty: the config's device (cpu by default; cuda for tensorrt).", "empty, cpu, cuda or cuda:N"),
+        ParamSpec("precision", "fp16",
+                  "TensorRT precision policy the bundle's engines must have been built with (checked against the "
+                  "manifest). Ignored by pytorch and onnxruntime, which run fp32.",
+                  "one of " + ", ".join(TRT_PRECISIONS)),
+        ParamSpec("score_threshold", -1.0,
+                  "Detections scoring below this are dropped (replaces the model's score_threshold and per-class "
+                  "thresholds). Negative: keep the model config's thresholds.", "< 0 or in [0, 1]"),
+    )
+
+
+def runtime_params(size_limit: ParamSpec, autoware_output: str) -> tuple[ParamSpec, ...]:
+    """The run-time parameters every model node shares: budget, the node's input size limit, Autoware output
+    (``autoware_output``: its description), diagnostics period."""
+    return (
+        ParamSpec("processing_time_budget_ms", 100.0,
+                  "Per-frame processing budget (input taken -> detections published); /diagnostics warns above it.",
+                  "> 0"),
+        size_limit,
+        ParamSpec("publish_autoware_objects", False, autoware_output),
+        ParamSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", "> 0"),
+    )
+
+
+_CENTERPOINT_MODEL = model_params("package://awml_deploy_core/checkpoints/centerpoint_small.pth",
+                                  "two CenterPoint graphs")
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("bundle_dir", "",
-              "Export bundle folder (manifest.json from `awml-deploy export`): model config, ONNX graphs, TensorRT "
-              "engines and the checkpoint it was exported from. Artifacts are sha256-checked before use.",
-              "empty, or a folder holding manifest.json; exclusive with 'config'"),
-    ParamSpec("config", "",
-              "Deploy config YAML (the `awml-deploy export` config) used when bundle_dir is empty: model geometry, "
-              "post-processing, checkpoint, onnxruntime settings.",
-              "empty, or a YAML file; exclusive with 'bundle_dir'"),
-    ParamSpec("checkpoint", "",
-              "Checkpoint path or package:// URI. Overrides the one of 'config'/'bundle_dir'; alone, the model config "
-              "stored in the checkpoint is used. All of bundle_dir, config and checkpoint empty: the shipped "
-              "package://awml_deploy_core/checkpoints/centerpoint_small.pth."),
-    ParamSpec("onnx_cache_dir", "",
-              "Where ONNX graphs exported on the fly go (backend onnxruntime without bundle_dir). Reused while the "
-              "checkpoint and model config are unchanged. Empty: $XDG_CACHE_HOME (or ~/.cache)/awml_deploy/onnx/."),
-    ParamSpec("backend", "onnxruntime", "Inference backend running the two CenterPoint graphs.",
-              "one of " + ", ".join(BACKENDS)),
-    ParamSpec("device", "", "Torch device of pre/post-processing (and of the graphs for pytorch/tensorrt). "
-              "Empty: the config's device (cpu by default; cuda for tensorrt).", "empty, cpu, cuda or cuda:N"),
-    ParamSpec("precision", "fp16",
-              "TensorRT precision policy the bundle's engines must have been built with (checked against the "
-              "manifest). Ignored by pytorch and onnxruntime, which run fp32.", "one of " + ", ".join(TRT_PRECISIONS)),
-    ParamSpec("score_threshold", -1.0,
-              "Detections scoring below this are dropped (replaces the model's score_threshold and per-class "
-              "thresholds). Negative: keep the model config's thresholds.", "< 0 or in [0, 1]"),
+    *_CENTERPOINT_MODEL,
     ParamSpec("class_names", list(DEFAULT_CLASS_NAMES),
               "Names of the model's classes, in output order; they map to Autoware labels (case-insensitive: car, "
               "truck, bus, trailer, motorcycle/motorbike, bicycle, pedestrian; others -> UNKNOWN).",
@@ -124,15 +155,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("frame_id", "",
               "Output frame_id. Empty: the input cloud's frame_id. Only relabels the header; no TF transform is "
               "applied."),
-    ParamSpec("processing_time_budget_ms", 100.0,
-              "Per-frame processing budget (cloud taken -> detections published); /diagnostics warns above it.",
-              "> 0"),
-    ParamSpec("max_points", DEFAULT_MAX_POINTS,
-              "Clouds with more points (width x height) are dropped as malformed (too_many_points).", ">= 1"),
-    ParamSpec("publish_autoware_objects", False,
-              "Also publish autoware_perception_msgs/DetectedObjects on ~/output/autoware_objects (needs "
-              "autoware_perception_msgs importable; start-up fails otherwise)."),
-    ParamSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", "> 0"),
+    *runtime_params(ParamSpec("max_points", DEFAULT_MAX_POINTS,
+                              "Clouds with more points (width x height) are dropped as malformed (too_many_points).",
+                              ">= 1"),
+                   "Also publish autoware_perception_msgs/DetectedObjects on ~/output/autoware_objects (needs "
+                   "autoware_perception_msgs importable; start-up fails otherwise)."),
 )
 PARAM_NAMES = tuple(p.name for p in PARAMS)
 DEFAULTS = {p.name: p.default for p in PARAMS}
@@ -180,13 +207,37 @@ def _number(values: dict[str, Any], name: str) -> float:
     return v
 
 
-def validate(values: dict[str, Any]) -> NodeParams:
-    """Check every parameter (missing names take their defaults); raise ParamError with one line."""
-    unknown = sorted(set(values) - set(PARAM_NAMES))
+def check_names(values: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Overrides that name no declared parameter are typos: one line listing the known names."""
+    unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ParamError(f"unknown parameter(s) {unknown}; known: {', '.join(PARAM_NAMES)}")
-    values = {**DEFAULTS, **values}
+        raise ParamError(f"unknown parameter(s) {unknown}; known: {', '.join(names)}")
 
+
+def _positive_int(values: dict[str, Any], name: str) -> int:
+    v = values[name]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _fail(name, "must be an integer >= 1", v)
+    return int(v)
+
+
+def _bool(values: dict[str, Any], name: str) -> bool:
+    v = values[name]
+    if not isinstance(v, bool):
+        raise _fail(name, "must be true or false", v)
+    return v
+
+
+def _positive(values: dict[str, Any], name: str) -> float:
+    v = _number(values, name)
+    if v <= 0:
+        raise _fail(name, "must be > 0", v)
+    return v
+
+
+def validate_shared(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of :func:`model_params` and :func:`runtime_params` (but the size limit) of a model node,
+    checked and converted: {name: value} for the node's own parameter dataclass. ``values`` holds every name."""
     bundle_dir, config = _string(values, "bundle_dir"), _string(values, "config")
     if bundle_dir and config:
         raise ParamError("parameters 'bundle_dir' and 'config' are exclusive: a bundle carries its own config "
@@ -202,11 +253,24 @@ def validate(values: dict[str, Any]) -> NodeParams:
     precision = _string(values, "precision")
     if precision not in TRT_PRECISIONS:
         raise _fail("precision", f"must be one of {', '.join(TRT_PRECISIONS)}", precision)
-
     score = _number(values, "score_threshold")
     if score > 1.0:
         raise _fail("score_threshold", "must be negative (model default) or in [0, 1]", score)
+    return dict(
+        bundle_dir=bundle_dir, config=config, checkpoint=_string(values, "checkpoint"),
+        onnx_cache_dir=_string(values, "onnx_cache_dir"), backend=backend, device=device, precision=precision,
+        score_threshold=None if score < 0 else score,
+        processing_time_budget_ms=_positive(values, "processing_time_budget_ms"),
+        publish_autoware_objects=_bool(values, "publish_autoware_objects"),
+        diagnostics_period_s=_positive(values, "diagnostics_period_s"),
+    )
 
+
+def validate(values: dict[str, Any]) -> NodeParams:
+    """Check every parameter (missing names take their defaults); raise ParamError with one line."""
+    check_names(values, PARAM_NAMES)
+    values = {**DEFAULTS, **values}
+    shared = validate_shared(values)
     names = values["class_names"]
     if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         raise _fail("class_names", "must be a list of strings", names)
@@ -215,24 +279,5 @@ def validate(values: dict[str, Any]) -> NodeParams:
         raise _fail("class_names", "must be a non-empty list of non-empty names", list(names))
     if len(set(names)) != len(names):
         raise _fail("class_names", "has duplicates", list(names))
-
-    budget = _number(values, "processing_time_budget_ms")
-    if budget <= 0:
-        raise _fail("processing_time_budget_ms", "must be > 0", budget)
-    max_points = values["max_points"]
-    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
-        raise _fail("max_points", "must be an integer >= 1", max_points)
-    aw = values["publish_autoware_objects"]
-    if not isinstance(aw, bool):
-        raise _fail("publish_autoware_objects", "must be true or false", aw)
-    period = _number(values, "diagnostics_period_s")
-    if period <= 0:
-        raise _fail("diagnostics_period_s", "must be > 0", period)
-
-    return NodeParams(
-        bundle_dir=bundle_dir, config=config, checkpoint=_string(values, "checkpoint"),
-        onnx_cache_dir=_string(values, "onnx_cache_dir"), backend=backend, device=device, precision=precision,
-        score_threshold=None if score < 0 else score, class_names=names, frame_id=_string(values, "frame_id"),
-        processing_time_budget_ms=budget, max_points=int(max_points), publish_autoware_objects=aw,
-        diagnostics_period_s=period,
-    )
+    return NodeParams(**shared, class_names=names, frame_id=_string(values, "frame_id"),
+                      max_points=_positive_int(values, "max_points"))
