@@ -154,7 +154,8 @@ def detections2d_to_arrays(msg: Any) -> Boxes2D:
 
 # --------------------------------------------------------------------------------------------- reading
 def read_images(reader: BagReader, topic: str) -> Any:
-    """(header stamp ns, log time ns, (H, W, 3) uint8 BGR) for every image on ``topic``."""
+    """(header stamp ns, log time ns, (H, W, 3) uint8 BGR, writable: a copy where decoding gave a view of the
+    bag's bytes) for every image on ``topic``."""
     msgtype = reader.require(topic, (IMAGE,), "camera")
     for i, (log_ns, raw) in enumerate(reader.messages(topic)):
         msg = reader.deserialize(raw, msgtype, topic, i)
@@ -162,7 +163,7 @@ def read_images(reader: BagReader, topic: str) -> Any:
             img = image_to_bgr(msg)
         except ValueError as e:
             raise DatasetError(f"bag {reader.path}: image {i} on topic {topic!r} is malformed ({e})") from None
-        yield stamp_to_ns(msg.header.stamp), log_ns, img
+        yield stamp_to_ns(msg.header.stamp), log_ns, img if img.flags.writeable else img.copy()
 
 
 def read_detections2d(reader: BagReader, topic: str, role: str = "ground-truth") -> list[tuple[int, Boxes2D]]:

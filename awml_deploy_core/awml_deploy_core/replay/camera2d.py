@@ -270,7 +270,11 @@ def _pr_curves(s: Mapping[str, Any]) -> tuple[dict[str, dict[str, tuple[list[flo
 
 # --------------------------------------------------------------------------------------------- node, fleet
 def _node_params(cfg: Any, backend: str) -> dict[str, Any]:
-    return {"score_threshold": -1.0}  # -1: the model's node threshold (node_score_threshold / node_nms_iou)
+    # -1: the model config's node_score_threshold (with its node_nms_iou): what node_thresholds() gives offline
+    params: dict[str, Any] = {"score_threshold": -1.0}
+    if backend == "tensorrt":
+        params["precision"] = cfg.export.tensorrt.precision
+    return params
 
 
 def _node_overrides(model: Any) -> dict[str, Any]:
@@ -305,8 +309,8 @@ TASK = ReplayTask(
     match_fields=lambda mc: {"match_iou": mc.match_iou, "frame_score_threshold": mc.frame_score_threshold}, headline_fields=_headline_fields, headline=_headline,
     check_criteria=_check_criteria, criteria_ap=_criteria_ap, report_section=_report_section, pr_curves=_pr_curves,
     node_overrides=_node_overrides,
-    node=NodeSpec("yolox_node", "yolox_node", "~/input/image", "~/output/detections", DEFAULT_OUTPUT_TOPIC, None,
-                  _node_params),
+    node=NodeSpec("yolox_node", "yolox_node", "~/input/image", "~/output/detections", DEFAULT_OUTPUT_TOPIC,
+                  "yolox_node.param.yaml", _node_params, accepts_onnx_cache_dir=True),
     dets_to_json=_dets_json, dets_from_json=_dets_from_json, gt_to_json=_gt_json, gt_from_json=_gt_from_json,
 )
 
