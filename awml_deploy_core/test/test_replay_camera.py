@@ -154,7 +154,6 @@ def test_frame_matching_rules():
 
 # --------------------------------------------------------------------------------------------- offline replay
 def test_offline_2d_replay_equals_direct_evaluation(drive, rendered, cfg, offline):
-    from awml_deploy_core.families.yolox_eval import ground_truth  # noqa: F401 - the export path's GT helper exists
     from awml_deploy_core.loader import load_pipeline
     from awml_deploy_core.metrics.detection2d import GroundTruth2D, evaluate_coco
 
@@ -200,7 +199,7 @@ def test_criteria_compare_and_node_thresholds(drive, cfg, offline, tmp_path):
     bag = drive["bag"].path
     crit = load_criteria(ROOT / "config" / "replay_criteria_2d.yaml")
     ok = replay_evaluate(bag, cfg, "onnxruntime", criteria=crit, out_dir=tmp_path / "ok", progress=False)
-    assert ok.exit_code == 0 and ok.summary["passed"] and "AP car AP50 >= 0.7" in [g["name"] for g in
+    assert ok.exit_code == 0 and ok.summary["passed"] and "AP car (AP50) >= 0.7" in [g["name"] for g in
                                                                                   ok.summary["gates"]]
     high = ReplayCriteria(min_ap={"car": 0.999}, ap_metric="ap")
     bad = replay_evaluate(bag, cfg, "onnxruntime", criteria=high, out_dir=tmp_path / "bad", progress=False)

@@ -241,7 +241,7 @@ def _criteria_ap(c: Any, s: Mapping[str, Any]) -> tuple[str, dict[str, float | N
     tot = s.get("frame_totals") or {}
     num_gt = {cls: int((tot.get("tp") or {}).get(cls, 0) + (tot.get("fn") or {}).get(cls, 0))
               for cls in s["class_names"]}
-    return label, per, _finite((m.get("stats") or {}).get(stat)), num_gt
+    return f"({label})", per, _finite((m.get("stats") or {}).get(stat)), num_gt
 
 
 # --------------------------------------------------------------------------------------------- report

@@ -77,7 +77,7 @@ class ReplayTask:
     # (criteria, summary) -> (label, per-class AP, mean, per-class number of ground truth) for the AP gates
     criteria_ap: Callable[[Any, Mapping[str, Any]], tuple[str, Mapping[str, float | None], float | None,
                                                           Mapping[str, int]]]
-    # summary, frames -> Markdown lines of the run report's metric section
+    # summary -> Markdown lines of the run report's metric section
     report_section: Callable[[Mapping[str, Any]], list[str]]
     # summary -> {class: {label: (recall, precision)}} for the PR plot, and the label to draw
     pr_curves: Callable[[Mapping[str, Any]], tuple[dict[str, dict[str, tuple[list[float], list[float]]]], str]]
