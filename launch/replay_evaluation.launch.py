@@ -17,6 +17,10 @@ at the recorder to the output's, output rate; give it the deploy config whose mo
 Arguments: bag, output_bag, rate, input_topic (the lidar topic in the bag), output_topic, backend, bundle_dir,
 config, checkpoint, param_file (as in centerpoint.launch.py), grace_s.
 
+This launch file replays lidar drives through centerpoint_node. A camera (2D) model's replay runs through
+yolox_node with the one command below and `--config config/yolox.yaml` (it picks the node, the image topic and the
+recorder's message types from the config's family).
+
 Without `launch` (not installable everywhere), one command starts the same three processes, stops them and
 scores (from the workspace root; `ros2 run awml_deploy_nodes replay_evaluation ...` on a ROS install):
 

@@ -66,6 +66,14 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage (default: mcap)")
     p.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
     p.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC, help=f"default: {DEFAULT_GT_TOPIC}")
+    cams = p.add_mutually_exclusive_group()
+    cams.add_argument("--cameras", type=int, default=0,
+                      help="add N synthetic cameras (camera0 looks ahead, camera i at azimuth 360 i / N): per frame "
+                           "sensor_msgs/Image bgr8 on /sensing/camera/<name>/image_raw, CameraInfo on "
+                           "/sensing/camera/<name>/camera_info, 2D ground truth (Detections2D, score 0 = ignore "
+                           "region) on /awml/ground_truth/camera/<name>/objects, and awml_info/camera_infos.json "
+                           "(default: 0, no camera)")
+    cams.add_argument("--camera", action="store_const", dest="cameras", const=1, help="same as --cameras 1")
     p.add_argument("--calibration-drive", action="store_true",
                    help="a calibration-status drive instead: lidar, camera Image and CameraInfo, labels in "
                         "<out>/calibration_labels.json (see --miscalibrated-frames)")
@@ -84,9 +92,15 @@ def _run_make_bag(args: argparse.Namespace) -> int:
 
     if args.calibration_drive:
         return _run_make_calibration_drive(args)
-    bag = write_synthetic_bag(args.out, args.seconds, args.seed, args.storage, args.lidar_topic, args.gt_topic)
+    bag = write_synthetic_bag(args.out, args.seconds, args.seed, args.storage, args.lidar_topic, args.gt_topic,
+                              cameras=args.cameras)
     print(f"{bag.path}: {bag.frames} clouds on {bag.lidar_topic}, ground truth on {bag.gt_topic} ({bag.storage}); "
           f"AWML info file {bag.info_path}")
+    if bag.cameras:
+        from .data.rosbag_camera import image_topic
+
+        print(f"cameras: {', '.join(bag.cameras)} ({bag.frames} images each on "
+              f"{', '.join(image_topic(n) for n in bag.cameras)}); 2D info file {bag.camera_info_path}")
     return EXIT_OK
 
 
@@ -120,6 +134,9 @@ def _add_replay_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, help="stop after this many clouds")
     p.add_argument("--benchmark", action="store_true",
                    help="measure replay throughput against the bare pipeline on the same clouds, then exit")
+    p.add_argument("--node-thresholds", action="store_true",
+                   help="post-process as the family's node does (2D: node_score_threshold / node_nms_iou instead of "
+                        "the evaluation thresholds; 3D: no change): frame for frame what real-time replay scores")
     _common(p)
     p.set_defaults(func=_run_replay_eval)
 
@@ -129,6 +146,14 @@ def _run_replay_eval(args: argparse.Namespace) -> int:
 
     overrides = {"work_dir": args.work_dir, "device": args.device, "checkpoint": args.checkpoint}
     cfg = load_deploy_config(args.config, overrides)
+    from .replay.arguments import input_topic_arg
+    from .replay.offline import node_thresholds
+    from .replay.task import task_of
+
+    task = task_of(cfg)
+    args.input_topic = input_topic_arg(args, task)
+    if args.node_thresholds:
+        cfg = node_thresholds(cfg)
     criteria = None
     if args.criteria:
         from .replay.criteria import load_criteria
@@ -145,22 +170,23 @@ def _run_replay_eval(args: argparse.Namespace) -> int:
     from .replay.offline import benchmark_overhead, replay_evaluate
 
     if args.benchmark:
-        r = benchmark_overhead(args.bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+        r = benchmark_overhead(args.bag, cfg, args.backend, lidar_topic=args.input_topic, gt_topic=args.gt_topic,
                                gt_info=args.gt_info, max_frames=args.max_frames)
-        print(f"replay overhead on {r['frames']} clouds ({r['points_per_cloud']:.0f} points, {r['backend']}): "
+        print(f"replay overhead on {r['frames']} {task.input_unit}s ({r['points_per_cloud']:.0f} rows, {r['backend']}): "
               f"bare pipeline median {r['bare_median_ms']:.1f} ms/frame, replay median {r['replay_median_ms']:.1f} "
               f"ms/frame -> replay throughput {100 * r['ratio']:.1f}% of bare (median per-frame ratio "
               f"{100 * r['ratio_paired']:.1f}%); "
-              f"reading + decoding all clouds: {r['bag_read_decode_s']:.3f} s")
+              f"reading + decoding all {task.input_unit}s: {r['bag_read_decode_s']:.3f} s")
         return EXIT_OK
-    outcome = replay_evaluate(args.bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+    outcome = replay_evaluate(args.bag, cfg, args.backend, input_topic=args.input_topic, gt_topic=args.gt_topic,
                               gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, criteria=criteria,
                               criteria_source=args.criteria or "criteria", out_dir=args.out,
                               strict_order=args.strict_order, max_frames=args.max_frames)
     s = outcome.summary
     c = s["counts"]
-    print(f"{c['frames']} frames: {c['scored']} scored, {c['skipped']} skipped; mAP@2m "
-          f"{s['map_at_2m'] if s['map_at_2m'] is None else round(s['map_at_2m'], 4)}; latency total p50/p99 "
+    h = task.headline(s)
+    print(f"{c['frames']} frames: {c['scored']} scored, {c['skipped']} skipped; {h.label.replace(' ', '')} "
+          f"{h.value if h.value is None else round(h.value, 4)}; latency total p50/p99 "
           f"{(s['latency_ms'].get('total') or {}).get('p50') or float('nan'):.1f}/"
           f"{(s['latency_ms'].get('total') or {}).get('p99') or float('nan'):.1f} ms")
     for g in s["gates"]:
@@ -174,17 +200,20 @@ def _run_fleet(args: argparse.Namespace, cfg: Any, criteria: Any) -> int:
 
     if args.benchmark:
         raise UsageError("--benchmark measures one bag; give a single bag without --workers / --address")
-    settings = FleetSettings(backend=args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+    settings = FleetSettings(backend=args.backend, lidar_topic=args.input_topic, gt_topic=args.gt_topic,
                              gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, strict_order=args.strict_order,
                              max_frames=args.max_frames, threads=args.threads)
     outcome = fleet_evaluate(args.bag, cfg, settings, workers=args.workers, address=args.address, out_dir=args.out,
                              criteria=criteria, criteria_source=args.criteria or "criteria", force=args.force)
     s = outcome.summary
     c, f = s["counts"], s["fleet"]
+    from .replay.task import task_of_summary
+
+    h = task_of_summary(s).headline(s)
     ok = sum(1 for r in f["bags"] if r["status"] == "ok")
     print(f"{ok}/{len(f['bags'])} bags ({f['resumed']} resumed), {c['frames']} frames: {c['scored']} scored, "
-          f"{c['skipped']} skipped; set mAP@2m "
-          f"{s['map_at_2m'] if s['map_at_2m'] is None else round(s['map_at_2m'], 4)} (all frames at once)")
+          f"{c['skipped']} skipped; set {h.label.replace(' ', '')} "
+          f"{h.value if h.value is None else round(h.value, 4)} (all frames at once)")
     for r in f["failures"]:
         print(f"FAILED {r['bag']}: {r['error']}")
     for g in s["gates"]:

@@ -2,11 +2,12 @@
 
 What a real-time replay evaluation scores. Three topics, each optional (an empty name skips it):
 
-- ``input_topic`` (sensor_msgs/PointCloud2): the clouds sent to the node, to know which inputs were sent (an input
-  without an output is a dropped frame). By default only their header is kept (a PointCloud2 with no points, same
-  stamp and frame_id), so the bag stays small; ``record_input_data: true`` keeps the clouds as received;
-- ``objects_topic`` (awml_deploy_msgs/DetectedObjects) and ``stats_topic`` (awml_deploy_msgs/InferenceStats): the
-  node's outputs, as received.
+- ``input_topic`` (``input_type``: sensor_msgs/PointCloud2 by default, or sensor_msgs/Image): the inputs sent to the
+  node, to know which inputs were sent (an input without an output is a dropped frame). By default only their
+  header is kept (a PointCloud2 with no points / an Image with no pixels, same stamp and frame_id), so the bag stays
+  small; ``record_input_data: true`` keeps the inputs as received;
+- ``objects_topic`` (``objects_type``: awml_deploy_msgs/DetectedObjects by default, or awml_deploy_msgs/Detections2D
+  for a camera detector) and ``stats_topic`` (awml_deploy_msgs/InferenceStats): the node's outputs, as received.
 
 Every message is written with its RECEIVE time as the bag's log time (the system clock, taken first thing in the
 callback), so arrival times can be read back from the bag. Subscriptions are raw (``raw=True``): the CDR bytes are
@@ -46,7 +47,11 @@ from awml_deploy_nodes.node_params import ParamSpec, declare_read_only
 
 NODE_NAME = "output_recorder"
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+IMAGE = "sensor_msgs/msg/Image"
 DETECTED_OBJECTS = "awml_deploy_msgs/msg/DetectedObjects"
+DETECTIONS2D = "awml_deploy_msgs/msg/Detections2D"
+INPUT_TYPES = (POINTCLOUD2, IMAGE)
+OBJECTS_TYPES = (DETECTED_OBJECTS, DETECTIONS2D)
 INFERENCE_STATS = "awml_deploy_msgs/msg/InferenceStats"
 DEFAULT_OBJECTS_TOPIC = "/perception/object_recognition/detection/awml/objects"
 DEFAULT_STATS_TOPIC = "/centerpoint/debug/inference_stats"
@@ -56,9 +61,10 @@ DEFAULT_INPUT_TOPIC = "/sensing/lidar/concatenated/pointcloud"
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("output_bag", "", "rosbag2 folder to create (must not exist). Required."),
     ParamSpec("storage", "mcap", "mcap or sqlite3."),
-    ParamSpec("input_topic", DEFAULT_INPUT_TOPIC, "sensor_msgs/PointCloud2 inputs sent to the node; empty: not "
-              "recorded."),
-    ParamSpec("objects_topic", DEFAULT_OBJECTS_TOPIC, "awml_deploy_msgs/DetectedObjects output; empty: not recorded."),
+    ParamSpec("input_topic", DEFAULT_INPUT_TOPIC, "Inputs sent to the node (input_type); empty: not recorded."),
+    ParamSpec("input_type", POINTCLOUD2, f"Message type of input_topic: {' or '.join(INPUT_TYPES)}."),
+    ParamSpec("objects_topic", DEFAULT_OBJECTS_TOPIC, "The node's detections (objects_type); empty: not recorded."),
+    ParamSpec("objects_type", DETECTED_OBJECTS, f"Message type of objects_topic: {' or '.join(OBJECTS_TYPES)}."),
     ParamSpec("stats_topic", DEFAULT_STATS_TOPIC, "awml_deploy_msgs/InferenceStats output; empty: not recorded."),
     ParamSpec("record_input_data", False, "Keep the input clouds' points (default: header only)."),
     ParamSpec("progress_period_s", 5.0, "Period of the progress log line."),
@@ -79,13 +85,13 @@ def cdr_header(raw: bytes) -> tuple[int, int, str]:
     return sec, nsec, frame_id
 
 
-def header_only_cloud(raw: bytes) -> bytes:
-    """The CDR of a PointCloud2 with the same header as ``raw`` and no points."""
+def header_only_cloud(raw: bytes, msgtype: str = POINTCLOUD2) -> bytes:
+    """The CDR of a PointCloud2 (or an Image, ``msgtype``) with the same header as ``raw`` and no data."""
     from rclpy.serialization import serialize_message
-    from sensor_msgs.msg import PointCloud2
+    from sensor_msgs.msg import Image, PointCloud2
 
     sec, nsec, frame_id = cdr_header(raw)
-    msg = PointCloud2()
+    msg = Image() if msgtype == IMAGE else PointCloud2()
     msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nsec, frame_id
     return serialize_message(msg)
 
@@ -95,10 +101,10 @@ class Recorder:
 
     def __init__(self, node: Any, p: dict[str, Any]) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import PointCloud2
+        from sensor_msgs.msg import Image, PointCloud2
 
         from awml_deploy_core.data.rosbag_io import BagWriter
-        from awml_deploy_msgs.msg import DetectedObjects, InferenceStats
+        from awml_deploy_msgs.msg import DetectedObjects, Detections2D, InferenceStats
 
         self.node = node
         self.log = node.get_logger()
@@ -107,13 +113,18 @@ class Recorder:
             raise RecorderError(f"parameter 'output_bag': {out} exists already; remove it or choose another path")
         if p["storage"] not in ("mcap", "sqlite3"):
             raise RecorderError(f"parameter 'storage': mcap or sqlite3 (got {p['storage']!r})")
+        for key, allowed in (("input_type", INPUT_TYPES), ("objects_type", OBJECTS_TYPES)):
+            if p[key] not in allowed:
+                raise RecorderError(f"parameter '{key}': one of {', '.join(allowed)} (got {p[key]!r})")
         out.parent.mkdir(parents=True, exist_ok=True)
         self.path = out
         input_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
                                durability=DurabilityPolicy.VOLATILE)
         output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        plan = [(p["input_topic"], PointCloud2, POINTCLOUD2, input_qos),
-                (p["objects_topic"], DetectedObjects, DETECTED_OBJECTS, output_qos),
+        classes = {POINTCLOUD2: PointCloud2, IMAGE: Image, DETECTED_OBJECTS: DetectedObjects,
+                   DETECTIONS2D: Detections2D}
+        plan = [(p["input_topic"], classes[p["input_type"]], p["input_type"], input_qos),
+                (p["objects_topic"], classes[p["objects_type"]], p["objects_type"], output_qos),
                 (p["stats_topic"], InferenceStats, INFERENCE_STATS, output_qos)]
         plan = [x for x in plan if x[0]]
         if not plan:
@@ -125,13 +136,13 @@ class Recorder:
         self.subs = []
         self.output_topics = []
         for topic, cls, msgtype, qos in plan:
-            cell: dict[str, Any] = {"strip": self.strip_input and msgtype == POINTCLOUD2}
+            cell: dict[str, Any] = {"strip": self.strip_input and msgtype in INPUT_TYPES, "type": msgtype}
             sub = node.create_subscription(cls, topic, self._callback(cell), qos, raw=True)
             cell["name"] = name = sub.topic_name  # resolved (after remapping): the name the bag records
             self.bag.add_topic(name, msgtype)
             self.counts[name] = 0
             self.subs.append((sub, name))
-            if msgtype != POINTCLOUD2:
+            if msgtype not in INPUT_TYPES:
                 self.output_topics.append(name)
         self._write_error: BaseException | None = None
         self._writer = threading.Thread(target=self._write, name="output_recorder_writer", daemon=True)
@@ -152,7 +163,7 @@ class Recorder:
             cell, recv_ns, raw = item
             name = cell["name"]
             try:
-                self.bag.write_raw(name, recv_ns, header_only_cloud(raw) if cell["strip"] else raw)
+                self.bag.write_raw(name, recv_ns, header_only_cloud(raw, cell["type"]) if cell["strip"] else raw)
                 self.counts[name] += 1
             except BaseException as e:  # noqa: BLE001 - reported by close(); keep draining so shutdown is clean
                 if self._write_error is None:

@@ -1,4 +1,9 @@
-"""``replay_evaluation``: real-time replay of a rosbag through centerpoint_node, scored like the offline replay.
+"""``replay_evaluation``: real-time replay of a rosbag through the config's node, scored like the offline replay.
+
+The node and the played topic come from the deploy config's family (its replay task,
+``awml_deploy_core.replay.task``): ``centerpoint_node`` on the lidar topic for a 3D model, ``yolox_node`` on a
+camera's image topic (``--image-topic``, default camera0) for a 2D one, whose Detections2D are scored with
+pycocotools like ``awml-deploy replay-eval`` scores them.
 
 One command starts and stops the whole set, each as its own process over real DDS::
 
@@ -58,9 +63,9 @@ from awml_deploy_core.replay.summary import EXIT_INTERRUPTED
 log = logging.getLogger("replay_evaluation")
 
 PKG = "awml_deploy_nodes"
-DEFAULT_OBJECTS_TOPIC = "/perception/object_recognition/detection/awml/objects"
-NODE_NAME = "centerpoint"
-STATS_TOPIC = f"/{NODE_NAME}/debug/inference_stats"
+DEFAULT_OBJECTS_TOPIC = "/perception/object_recognition/detection/awml/objects"  # 3D; 2D: the task's
+NODE_NAME = "centerpoint"  # the 3D node's name; every task's: awml_deploy_core.replay.task.NodeSpec.node_name
+STATS_TOPIC = f"/{NODE_NAME}/debug/inference_stats"  # the 3D node's; a task's: /<node_name>/debug/inference_stats
 
 
 # --------------------------------------------------------------------------------------------- processes
@@ -170,13 +175,15 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------- node parameters
-def _base_node_params() -> dict[str, Any]:
+def _base_node_params(file: str | None) -> dict[str, Any]:
     import yaml
 
+    if file is None:
+        return {}
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        path = Path(get_package_share_directory(PKG)) / "config" / "centerpoint_node.param.yaml"
+        path = Path(get_package_share_directory(PKG)) / "config" / file
         data = yaml.safe_load(path.read_text())
         return dict(next(iter(data.values()))["ros__parameters"])
     except Exception:  # noqa: BLE001 - the node's declared defaults then
@@ -184,7 +191,8 @@ def _base_node_params() -> dict[str, Any]:
 
 
 def node_parameters(cfg: Any, backend: str, out: Path) -> tuple[dict[str, Any], str]:
-    """centerpoint_node parameters that run the very model ``replay-eval`` runs for ``backend``: (params, source).
+    """The node's parameters (centerpoint_node, yolox_node: the config's replay task says which) that run the very
+    model ``replay-eval`` runs for ``backend``: (params, source).
 
     tensorrt: the bundle in ``cfg.work_dir``. Otherwise the effective config, written to
     ``<out>/deploy_config.yaml``: the node's loader then finds what ``replay-eval`` finds (the ``work_dir`` bundle's
@@ -192,37 +200,48 @@ def node_parameters(cfg: Any, backend: str, out: Path) -> tuple[dict[str, Any], 
     """
     import yaml
 
-    params = _base_node_params()
+    from awml_deploy_core.replay.task import task_of
+
+    spec = task_of(cfg).node
+    params = _base_node_params(spec.base_params_file)
     # tensorrt runs on CUDA: a cpu config device leaves the node's device empty (its default for tensorrt: cuda)
     device = "" if backend == "tensorrt" and cfg.device == "cpu" else cfg.device
-    params.update(backend=backend, class_names=list(cfg.model.class_names), device=device, score_threshold=-1.0,
-                  bundle_dir="", config="", checkpoint="")
+    params.update(backend=backend, device=device, bundle_dir="", config="", checkpoint="")
+    params.update(spec.params(cfg, backend))
     work = Path(cfg.work_dir).expanduser().resolve()
     if backend == "tensorrt":
-        params.update(bundle_dir=str(work), precision=cfg.export.tensorrt.precision)
+        params.update(bundle_dir=str(work))
         return params, f"bundle {work}"
     path = out / "deploy_config.yaml"
     data = cfg.model_dump(mode="json")
     data["work_dir"] = str(work)  # the node runs from another folder
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     params["config"] = str(path)
-    params["onnx_cache_dir"] = str(out / "onnx_cache")
+    if spec.accepts_onnx_cache_dir:
+        params["onnx_cache_dir"] = str(out / "onnx_cache")
     return params, f"config {path}"
 
 
-def write_node_params(params: dict[str, Any], path: Path) -> Path:
+def write_node_params(params: dict[str, Any], path: Path, node: str = "centerpoint_node") -> Path:
     import yaml
 
-    path.write_text("# centerpoint_node parameters of this replay evaluation (written by replay_evaluation)\n"
+    path.write_text(f"# {node} parameters of this replay evaluation (written by replay_evaluation)\n"
                     + yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
     return path
 
 
 # --------------------------------------------------------------------------------------------- the run
 def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: Path, out: Path, rate: float,
-                  grace_s: float, start_timeout_s: float, record_input_data: bool, info: RunInfo) -> None:
-    """Recorder, node, player as separate processes; returns once all are stopped (also when interrupted)."""
+                  grace_s: float, start_timeout_s: float, record_input_data: bool, info: RunInfo,
+                  task: Any = None) -> None:
+    """Recorder, node, player as separate processes; returns once all are stopped (also when interrupted).
+    ``task``: the replay task (its node, input and output types); None: the 3D one. ``lidar_topic``: the input."""
     from awml_deploy_core.errors import AwmlDeployError
+    from awml_deploy_core.replay.lidar3d import TASK as LIDAR3D
+
+    task = task or LIDAR3D
+    spec = task.node
+    stats_topic = f"/{spec.node_name}/debug/inference_stats"
 
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -233,18 +252,19 @@ def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: 
     try:
         recorder = spawn("output_recorder", [
             str(executable("output_recorder")), "--ros-args", "-p", f"output_bag:={info.recording}",
-            "-p", f"input_topic:={lidar_topic}", "-p", f"objects_topic:={objects_topic}",
-            "-p", f"stats_topic:={STATS_TOPIC}", "-p", f"record_input_data:={str(record_input_data).lower()}",
+            "-p", f"input_topic:={lidar_topic}", "-p", f"input_type:={task.input_msgtype}",
+            "-p", f"objects_topic:={objects_topic}", "-p", f"objects_type:={task.output_msgtype}",
+            "-p", f"stats_topic:={stats_topic}", "-p", f"record_input_data:={str(record_input_data).lower()}",
             "-p", "progress_period_s:=0.5"], logs, env)
         procs.append(recorder)
-        node = spawn("centerpoint_node", [
-            str(executable("centerpoint_node")), "--ros-args", "--params-file", str(node_params),
-            "-r", f"__node:={NODE_NAME}", "-r", f"~/input/pointcloud:={lidar_topic}",
-            "-r", f"~/output/objects:={objects_topic}"], logs, env)
+        node = spawn(spec.executable, [
+            str(executable(spec.executable)), "--ros-args", "--params-file", str(node_params),
+            "-r", f"__node:={spec.node_name}", "-r", f"{spec.input_remap}:={lidar_topic}",
+            "-r", f"{spec.output_remap}:={objects_topic}"], logs, env)
         procs.append(node)
         info.logs = {p.name: str(p.log) for p in procs}
         wait_for(recorder, "ready:", 60, "its 'ready' line")
-        log.info("waiting for centerpoint_node to load the model (%s)", info.node_source)
+        log.info("waiting for %s to load the model (%s)", spec.executable, info.node_source)
         wait_for(node, "ready:", start_timeout_s, "its 'ready:' line (model loaded)")
         wait_for(recorder, "matched:", 60, "a match with the node's output publishers")
         n_clouds = _count(bag, lidar_topic)
@@ -322,13 +342,14 @@ def _grace(recorder: Proc, objects_topic: str, sent: int, grace_s: float) -> Non
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="replay_evaluation",
-        description="Replay a rosbag in real time through centerpoint_node (separate processes, real DDS) and score "
+        description="Replay a rosbag in real time through the config's node (centerpoint_node for a lidar model, "
+                    "yolox_node for a camera model; separate processes, real DDS) and score "
                     "the recorded outputs like `awml-deploy replay-eval`, with drops, end-to-end latency and output "
                     "rate.")
     add_replay_arguments(p, "<work_dir>/replay/<bag>_<backend>_realtime")
     p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: 1.0, the recorded rate)")
-    p.add_argument("--objects-topic", default=DEFAULT_OBJECTS_TOPIC, help=f"node output (default: "
-                                                                         f"{DEFAULT_OBJECTS_TOPIC})")
+    p.add_argument("--objects-topic", help=f"node output (default: {DEFAULT_OBJECTS_TOPIC} for a lidar model, "
+                                           "/perception/object_recognition/detection/awml/rois for a camera model)")
     p.add_argument("--grace-s", type=float, default=3.0,
                    help="after the last cloud, wait this long for outputs still in flight (default: 3)")
     p.add_argument("--start-timeout-s", type=float, default=300.0,
@@ -346,10 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from awml_deploy_core.bundle import ensure_writable_dir
     from awml_deploy_core.config import load_deploy_config
-    from awml_deploy_core.data.rosbag_io import POINTCLOUD2, BagReader
+    from awml_deploy_core.data.rosbag_io import BagReader
     from awml_deploy_core.errors import UsageError
+    from awml_deploy_core.replay.arguments import input_topic_arg
     from awml_deploy_core.replay.criteria import check_criteria, load_criteria
-    from awml_deploy_core.replay.scoring import open_ground_truth
+    from awml_deploy_core.replay.task import task_of
 
     if not args.rate > 0:
         raise UsageError(f"--rate must be > 0, got {args.rate}")
@@ -359,19 +381,22 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--grace-s must be >= 0, got {args.grace_s}")
     overrides = {"work_dir": args.work_dir, "device": args.device, "checkpoint": args.checkpoint}
     cfg = load_deploy_config(args.config, overrides)
+    task = task_of(cfg)
+    topic = input_topic_arg(args, task)
+    objects_topic = args.objects_topic or task.node.default_output_topic
     criteria = None
     if args.criteria:
         criteria = load_criteria(args.criteria)
-        check_criteria(criteria, cfg.model.class_names, cfg.evaluate.distance_thresholds, args.criteria)
+        check_criteria(criteria, cfg, args.criteria)
     from awml_deploy_core.loader import check_backend
 
     check_backend(args.backend)  # the same one line as every entry point when the backend's runtime is missing
     bag = Path(args.bag).expanduser().resolve()
-    with BagReader(bag) as reader:  # fail before starting anything: lidar topic and ground truth must be there
-        reader.require(args.lidar_topic, (POINTCLOUD2,), "lidar")
-        gt = open_ground_truth(reader, cfg.model.class_names, args.gt_topic, args.gt_info)
-        log.info("bag %s: %d clouds on %s; ground truth: %s (%s)", bag, reader.topics[args.lidar_topic].count,
-                 args.lidar_topic, gt.source, gt.span())
+    with BagReader(bag) as reader:  # fail before starting anything: input topic and ground truth must be there
+        reader.require(topic, (task.input_msgtype,), task.input_role)
+        gt = task.open_ground_truth(reader, cfg.model.class_names, args.gt_topic, args.gt_info, topic)
+        log.info("bag %s: %d %ss on %s; ground truth: %s (%s)", bag, reader.topics[topic].count, task.input_unit,
+                 topic, gt.source, gt.span())
     out = Path(args.out) if args.out else Path(cfg.work_dir) / "replay" / f"{bag.name}_{args.backend}_realtime"
     out = ensure_writable_dir(out.expanduser().resolve())
     for stale in ("summary.json", "report.md", "frames.jsonl"):
@@ -386,9 +411,9 @@ def run(args: argparse.Namespace) -> int:
         if info.recording.exists():
             shutil.rmtree(info.recording)  # this command's own output of an earlier run
         params, info.node_source = node_parameters(cfg, args.backend, out)
-        node_params = write_node_params(params, out / "node.param.yaml")
-        run_processes(bag, args.lidar_topic, args.objects_topic, node_params, out, args.rate, args.grace_s,
-                      args.start_timeout_s, args.record_input_data, info)
+        node_params = write_node_params(params, out / "node.param.yaml", task.node.executable)
+        run_processes(bag, topic, objects_topic, node_params, out, args.rate, args.grace_s,
+                      args.start_timeout_s, args.record_input_data, info, task)
         if not info.recording.exists() or (info.stopped and not _lines(info.sent_log)):
             # nothing was played: nothing to score (the recorder or the node did not start, or an early Ctrl-C)
             if info.stopped == "interrupted":
@@ -403,12 +428,13 @@ def run(args: argparse.Namespace) -> int:
     if args.check_offline:
         check = Path(args.check_offline).expanduser().resolve()
         if not (check / "summary.json").is_file():
-            from awml_deploy_core.replay.offline import replay_evaluate
+            from awml_deploy_core.replay.offline import node_thresholds, replay_evaluate
 
-            log.info("offline replay of the same bag and backend into %s, for the agreement check", check)
-            replay_evaluate(bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+            log.info("offline replay of the same bag and backend into %s, for the agreement check (with the node's "
+                     "post-processing thresholds)", check)
+            replay_evaluate(bag, node_thresholds(cfg), args.backend, input_topic=topic, gt_topic=args.gt_topic,
                             gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, out_dir=check)
-    code, s = score(info.recording, bag, cfg, args.backend, lidar_topic=args.lidar_topic, gt_topic=args.gt_topic,
+    code, s = score(info.recording, bag, cfg, args.backend, lidar_topic=topic, gt_topic=args.gt_topic,
                     gt_info=args.gt_info, tolerance_ms=args.tolerance_ms, criteria=criteria, out=out, info=info,
                     check_offline=check)
     _print_summary(s, out)
@@ -419,9 +445,12 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
     c, rt = s["counts"], s["realtime"]
     e2e = rt.get("end_to_end_ms") or {}
     total = (s["latency_ms"].get("total") or {})
-    m = s.get("map_at_2m")
+    from awml_deploy_core.replay.task import task_of_summary
+
+    h = task_of_summary(s).headline(s)
+    m = h.value
     print(f"{c['frames']} inputs: {c['scored']} scored, {c['skipped']} skipped, {c['dropped']} dropped (no output; "
-          f"listed, not scored); mAP@2m {'-' if m is None else round(m, 4)}")
+          f"listed, not scored); {h.label.replace(' ', '')} {'-' if m is None else round(m, 4)}")
     print(f"end-to-end latency p50/p90/p99 {fmt(e2e.get('p50'))}/{fmt(e2e.get('p90'))}/{fmt(e2e.get('p99'))} ms; "
           f"node total p50/p99 {fmt(total.get('p50'))}/{fmt(total.get('p99'))} ms; output rate "
           f"{fmt(rt.get('output_rate_hz'), 2)} Hz (input {fmt(rt.get('input_rate_hz'), 2)} Hz, rate {rt['rate']:g})")

@@ -361,11 +361,13 @@ class SyntheticBag:
     gt_topic: str
     start_ns: int
     end_ns: int
+    cameras: tuple[str, ...] = ()  # camera names (topics: data/rosbag_camera.py)
+    camera_info_path: Path | None = None  # <bag>/awml_info/camera_infos.json when cameras were written
 
 
 def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str = "mcap",
                         lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str = DEFAULT_GT_TOPIC,
-                        progress: bool = True, frame_id: str = DEFAULT_FRAME_ID) -> SyntheticBag:
+                        progress: bool = True, frame_id: str = DEFAULT_FRAME_ID, cameras: int = 0) -> SyntheticBag:
     """A synthetic drive (:func:`~awml_deploy_core.data.synthetic.generate_sequence`) as a real rosbag2.
 
     Clouds at 10 Hz on ``lidar_topic`` (header.stamp = frame timestamp, from ``SYNTHETIC_START_S``), ground
@@ -373,6 +375,10 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str
     lidar point, i.e. what evaluation scores), and the same frames as an AWML info dataset in
     ``<out>/awml_info/infos.pkl`` (all boxes, with ``num_lidar_pts``). Written into a temporary folder next
     to ``out`` and renamed into place, so ``out`` appears complete or not at all.
+
+    ``cameras`` > 0 adds that many synthetic cameras (``camera0`` looks ahead, camera i at azimuth 360 i / N):
+    per frame an image, a CameraInfo and the 2D ground truth of each, stamped with the cloud's stamp, plus the
+    sidecar ``<out>/awml_info/camera_infos.json`` (:mod:`.rosbag_camera`). 0 (the default) writes no camera.
     """
     from .info_dataset import write_info_dataset
     from .synthetic import generate_sequence
@@ -386,12 +392,15 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str
         raise ConfigError(f"storage {storage!r} not supported; choose one of {', '.join(STORAGES)}")
     from .lidar import LidarSpec
 
+    if cameras < 0:
+        raise ConfigError(f"--cameras must be >= 0, got {cameras}")
     period = LidarSpec().sweep_period
     num_frames = max(1, int(round(seconds / period)))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     bag_dir = tmp / out.name  # rosbags names the storage file after the folder (<out>/<out>.mcap)
     stamps: list[int] = []
+    rig = _CameraRig(seed, num_frames, cameras) if cameras else None
 
     def frames_written() -> Iterator[Any]:
         it = generate_sequence(seed, num_frames, start_time=SYNTHETIC_START_S)
@@ -402,6 +411,8 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str
         with BagWriter(bag_dir, storage) as bag:
             bag.add_topic(lidar_topic, POINTCLOUD2)
             bag.add_topic(gt_topic, DETECTED_OBJECTS)
+            if rig is not None:
+                rig.add_topics(bag)
             for frame in it:
                 stamp = seconds_to_ns(frame.timestamp)
                 stamps.append(stamp)
@@ -410,15 +421,84 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str
                 scored = frame.gt.select(frame.num_lidar_points > 0)
                 bag.write(gt_topic, stamp + SYNTHETIC_RECORD_DELAY_NS,
                           detected_objects_message(scored, frame.class_names, stamp, frame_id))
+                if rig is not None:
+                    rig.write_frame(bag, stamp, SYNTHETIC_RECORD_DELAY_NS)
                 yield frame
 
     try:
         info = write_info_dataset(frames_written(), bag_dir / INFO_DIR, total=num_frames)
+        if rig is not None:
+            rig.write_sidecar(bag_dir / INFO_DIR)
         os.replace(bag_dir, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return SyntheticBag(out, out / INFO_DIR / info.name, len(stamps), storage, lidar_topic, gt_topic,
-                        stamps[0], stamps[-1])
+                        stamps[0], stamps[-1], rig.names if rig is not None else (),
+                        out / INFO_DIR / rig.SIDECAR if rig is not None else None)
+
+
+class _CameraRig:
+    """The cameras of a generated drive: they render the drive's scene frame by frame (same layout, same
+    timestamps as the lidar) and write image, CameraInfo and 2D ground truth; the sidecar is the same data."""
+
+    SIDECAR = "camera_infos.json"
+
+    def __init__(self, seed: int, num_frames: int, count: int) -> None:
+        from .camera import CameraSpec, generate_camera_sequence
+        from .rosbag_camera import CAMERA_INFO_FILE, camera_name
+
+        assert CAMERA_INFO_FILE == self.SIDECAR
+        self.names = tuple(camera_name(i) for i in range(count))
+        self.specs = [CameraSpec() if i == 0 else CameraSpec.forward(yaw_deg=360.0 * i / count) for i in range(count)]
+        self.seqs = [generate_camera_sequence(seed, num_frames, spec, start_time=SYNTHETIC_START_S)
+                     for spec in self.specs]
+        self.entries: list[dict[str, Any]] = []
+
+    def add_topics(self, bag: "BagWriter") -> None:
+        from .rosbag_camera import CAMERA_INFO, DETECTIONS2D, IMAGE, camera_info_topic, gt2d_topic, image_topic
+
+        for n in self.names:
+            bag.add_topic(image_topic(n), IMAGE)
+            bag.add_topic(camera_info_topic(n), CAMERA_INFO)
+            bag.add_topic(gt2d_topic(n), DETECTIONS2D)
+
+    def write_frame(self, bag: "BagWriter", stamp: int, delay_ns: int) -> None:
+        from .rosbag_camera import (GT_IGNORE_SCORE, GT_SCORE, camera_info_message, camera_info_topic,
+                                    detections2d_message, gt2d_topic, image_message, image_topic, optical_frame)
+
+        entry: dict[str, Any] = {"timestamp_ns": stamp, "images": {}, "cam_instances": {}}
+        for name, spec, seq in zip(self.names, self.specs, self.seqs):
+            cf = next(seq)
+            if seconds_to_ns(cf.timestamp) != stamp:  # one renderer clock: a mismatch is a bug, not data
+                raise DatasetError(f"camera {name}: frame {cf.frame_index} stamped {seconds_to_ns(cf.timestamp)} "
+                                   f"ns, the lidar frame {stamp} ns")
+            frame = optical_frame(name)
+            bag.write(image_topic(name), stamp + delay_ns, image_message(cf.image, stamp, frame))
+            bag.write(camera_info_topic(name), stamp + delay_ns,
+                      camera_info_message(spec.K, spec.width, spec.height, stamp, frame))
+            scores = np.where(cf.ignore, GT_IGNORE_SCORE, GT_SCORE)
+            bag.write(gt2d_topic(name), stamp + delay_ns,
+                      detections2d_message(cf.boxes, cf.labels, scores, stamp, frame))
+            entry["images"][name] = {"topic": image_topic(name), "frame_id": frame, "height": spec.height,
+                                     "width": spec.width, "cam2img": spec.K.tolist(),
+                                     "lidar2cam": spec.T_cam_lidar.tolist()}
+            entry["cam_instances"][name] = [
+                {"bbox": [float(v) for v in o.box], "bbox_label": int(o.label), "ignore_flag": bool(o.ignore),
+                 "truncation": float(o.truncation), "occlusion": float(o.occlusion), "depth": float(o.depth),
+                 "instance_token": f"{o.instance_id:016x}", "instance_index": int(o.index)} for o in cf.objects]
+        self.entries.append(entry)
+
+    def write_sidecar(self, folder: Path) -> Path:
+        from ..bundle import atomic_write_json
+        from ..labels import T4_2D_CLASSES
+        from .rosbag_camera import GT_IGNORE_SCORE, GT_SCORE
+
+        folder.mkdir(parents=True, exist_ok=True)
+        return atomic_write_json(folder / self.SIDECAR, {
+            "metainfo": {"classes_2d": list(T4_2D_CLASSES), "cameras": list(self.names),
+                         "gt_topic_encoding": {"label": "index into classes_2d", "score": {
+                             "object": GT_SCORE, "ignore_region": GT_IGNORE_SCORE}}},
+            "data_list": self.entries})
 
 
 __all__ = [

@@ -91,6 +91,9 @@ class ModelFamily:
     # ``sensitivity``, ``to_dict()`` and ``pair`` (None when not ok; else ``paths`` {graph key: Q/DQ file or the
     # fp32 one for graphs left unquantized}, ``recipe`` and ``recipe_hash``)
     quantize: Callable[[Mapping[str, Path], Path, Any, Path, Sequence[Any]], Any] | None = None
+    # The replay task (replay/task.py) that plays, scores and reports this family's bags: "detection3d" (lidar
+    # clouds -> DetectedObjects) or "detection2d" (camera images -> Detections2D); None: no replay.
+    replay: str | None = None
 
     def graph(self, model_cfg: Any, key: str) -> GraphSpec:
         return next(g for g in self.graphs(model_cfg) if g.key == key)

@@ -151,4 +151,5 @@ FAMILY = ModelFamily(
     bundle_files=bundle_files,
     tensorrt=TRT_RULES,
     quantize=quantize,
+    replay="detection3d",
 )

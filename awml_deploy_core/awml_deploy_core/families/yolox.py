@@ -123,4 +123,5 @@ FAMILY = ModelFamily(
     metric_columns=metric_columns,
     report_sections=report_sections,
     bundle_files=bundle_files,
+    replay="detection2d",
 )

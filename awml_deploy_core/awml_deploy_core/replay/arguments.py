@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..config import BACKENDS
 from ..data.rosbag_io import DEFAULT_GT_TOPIC, DEFAULT_LIDAR_TOPIC
+from ..errors import UsageError
 from .scoring import DEFAULT_TOLERANCE_MS
 
+DEFAULT_IMAGE_TOPIC = "/sensing/camera/camera0/image_raw"
+CAMERA_GT_TOPIC = "/awml/ground_truth/camera/<name>/objects"
 REPLAY_BACKENDS = BACKENDS
 DEFAULT_BACKEND = "onnxruntime"
 
@@ -30,16 +34,30 @@ def add_replay_arguments(parser: argparse.ArgumentParser, out_default: str) -> N
                         help=f"backend (default: {DEFAULT_BACKEND}, from the bundle in the config's work_dir; "
                              "onnxruntime_int8: its INT8 Q/DQ graphs)")
     gt = parser.add_mutually_exclusive_group()
-    gt.add_argument("--gt-topic", help=f"ground-truth topic (awml_deploy_msgs/msg/DetectedObjects; default: "
-                                       f"{DEFAULT_GT_TOPIC} if the bag has it)")
-    gt.add_argument("--gt-info", help="ground truth as an AWML info file, matched by timestamp")
-    parser.add_argument("--lidar-topic", default=DEFAULT_LIDAR_TOPIC, help=f"default: {DEFAULT_LIDAR_TOPIC}")
+    gt.add_argument("--gt-topic", help=f"ground-truth topic (3D: awml_deploy_msgs/msg/DetectedObjects, default "
+                                       f"{DEFAULT_GT_TOPIC} if the bag has it; 2D: Detections2D, default "
+                                       f"{CAMERA_GT_TOPIC})")
+    gt.add_argument("--gt-info", help="ground truth as an info file, matched by timestamp (3D: an AWML info file; "
+                                      "2D: a bag's awml_info/camera_infos.json)")
+    parser.add_argument("--lidar-topic", help=f"input of a 3D (lidar) model (default: {DEFAULT_LIDAR_TOPIC})")
+    parser.add_argument("--image-topic", help=f"input of a 2D (camera) model (default: {DEFAULT_IMAGE_TOPIC})")
     parser.add_argument("--tolerance-ms", type=float, default=DEFAULT_TOLERANCE_MS,
                         help=f"max |cloud stamp - ground-truth stamp| for a frame to be scored "
                              f"(default: {DEFAULT_TOLERANCE_MS:g})")
     parser.add_argument("--criteria", help="pass/fail criteria YAML (see config/replay_criteria.yaml)")
     parser.add_argument("--out", help=f"output folder (default: {out_default})")
     add_config_overrides(parser)
+
+
+def input_topic_arg(args: argparse.Namespace, task: Any) -> str:
+    """The input topic of a replay: --lidar-topic for a lidar model, --image-topic for a camera model (the task's
+    default when not given); the other option is a usage error, not silently ignored."""
+    camera = task.input_role == "camera"
+    wrong, given = (args.lidar_topic, args.image_topic) if camera else (args.image_topic, args.lidar_topic)
+    if wrong is not None:
+        raise UsageError(f"--{'lidar' if camera else 'image'}-topic: this config's model is a {task.input_role} model "
+                         f"({task.name}); give --{'image' if camera else 'lidar'}-topic")
+    return given or task.default_input_topic
 
 
 def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,4 +73,5 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate every bag of a set again, even those with a finished result in --out")
 
 
-__all__ = ["DEFAULT_BACKEND", "REPLAY_BACKENDS", "add_config_overrides", "add_fleet_arguments", "add_replay_arguments"]
+__all__ = ["DEFAULT_BACKEND", "REPLAY_BACKENDS", "add_config_overrides", "add_fleet_arguments", "add_replay_arguments",
+           "input_topic_arg"]

@@ -19,6 +19,11 @@ Example (every key optional)::
     max_dropped_percent: 1       # real-time replay: inputs without an output
     min_scored_frames: 1
 
+A 2D (camera) model gates on COCO AP instead (``config/replay_criteria_2d.yaml``): ``ap_metric: ap50`` (default) or
+``ap`` (AP@[.5:.95]) names what ``min_ap`` (per class) and ``min_map`` (mean over the classes present) refer to;
+``ap_threshold_m`` is refused there, ``ap_metric`` for 3D. The per-frame criterion uses the task's per-frame rule
+(3D: 2 m centre distance; 2D: IoU 0.5 at the node's score threshold, ignore regions honoured).
+
 A frame passes when its recall and precision meet the minimums (an undefined value - no ground truth, or no
 detection - passes its check); dropped frames fail; the pass rate is over scored + dropped frames. A class
 with AP minimum but no ground truth in the bag fails its gate (nothing proves it). Unknown keys and class
@@ -35,7 +40,6 @@ from pydantic import Field, field_validator
 
 from ..config import StrictModel, load_yaml, validate
 from ..errors import ConfigError
-from ..metrics.detection3d import threshold_key
 from .scoring import DROPPED, SCORED, SKIPPED, frame_passes
 
 
@@ -53,6 +57,7 @@ class LatencyCriteria(StrictModel):
 
 class ReplayCriteria(StrictModel):
     ap_threshold_m: float = Field(2.0, gt=0.0)
+    ap_metric: str | None = None  # 2D only: "ap50" (default) | "ap"
     min_ap: dict[str, float] = Field(default_factory=dict)
     min_map: float | None = Field(None, ge=0.0, le=1.0)
     frames: FrameCriteria | None = None
@@ -74,15 +79,16 @@ def load_criteria(path: str | Path) -> ReplayCriteria:
     return validate(ReplayCriteria, load_yaml(path), source=str(path))
 
 
-def check_criteria(c: ReplayCriteria, class_names: Sequence[str], thresholds: Sequence[float],
-                   source: str = "criteria") -> None:
-    """Configuration errors that depend on the model: unknown classes, a threshold that is not evaluated."""
+def check_criteria(c: ReplayCriteria, cfg: Any, source: str = "criteria") -> None:
+    """Configuration errors that depend on the model (``cfg``: the deploy config): unknown classes, a criterion
+    its replay task can't judge (3D: a threshold that is not evaluated; 2D: an unknown ap_metric)."""
+    from .task import task_of
+
+    class_names = cfg.model.class_names
     unknown = sorted(set(c.min_ap) - set(class_names))
     if unknown:
         raise ConfigError(f"{source}: min_ap: unknown classes {unknown}; the model's classes are {list(class_names)}")
-    if (c.min_ap or c.min_map is not None) and float(c.ap_threshold_m) not in {float(t) for t in thresholds}:
-        raise ConfigError(f"{source}: ap_threshold_m {c.ap_threshold_m:g} is not among the evaluated distance "
-                          f"thresholds {list(thresholds)} (config evaluate.distance_thresholds)")
+    task_of(cfg).check_criteria(c, class_names, cfg, source)
 
 
 def _gate(name: str, passed: bool, detail: str) -> dict[str, Any]:
@@ -107,17 +113,16 @@ def apply_criteria(c: ReplayCriteria, summary: dict[str, Any],
     total = max(counts["frames"], 1)
     gates.append(_gate(f"scored frames >= {c.min_scored_frames}", counts[SCORED] >= c.min_scored_frames,
                        f"{counts[SCORED]} of {counts['frames']} frames scored"))
-    metrics = summary.get("metrics") or {}
-    key = threshold_key(c.ap_threshold_m)
+    from .task import task_of_summary
+
+    label, per_class, mean, num_gt = task_of_summary(summary).criteria_ap(c, summary)
     for cls, minimum in c.min_ap.items():
-        ap = (metrics.get("ap") or {}).get(cls, {}).get(key)
-        ngt = (metrics.get("num_gt") or {}).get(cls, 0)
-        detail = f"AP {_fmt(ap)}" + ("" if ngt else " (no ground truth of this class in the bag)")
-        gates.append(_gate(f"AP {cls} @{c.ap_threshold_m:g}m >= {minimum:g}", ap is not None and ap >= minimum, detail))
+        ap = per_class.get(cls)
+        detail = f"AP {_fmt(ap)}" + ("" if num_gt.get(cls, 0) else " (no ground truth of this class in the bag)")
+        gates.append(_gate(f"AP {cls} {label} >= {minimum:g}", ap is not None and ap >= minimum, detail))
     if c.min_map is not None:
-        m = (metrics.get("map_by_threshold") or {}).get(key)
-        gates.append(_gate(f"mAP @{c.ap_threshold_m:g}m >= {c.min_map:g}", m is not None and m >= c.min_map,
-                           f"mAP {_fmt(m)}"))
+        gates.append(_gate(f"mAP {label} >= {c.min_map:g}", mean is not None and mean >= c.min_map,
+                           f"mAP {_fmt(mean)}"))
     if c.frames is not None:
         ok, n = pass_rate(frames, c.frames)
         rate = 100.0 * ok / n if n else 0.0

@@ -43,10 +43,11 @@ from ..bundle import MANIFEST, atomic_write_json, atomic_write_text, ensure_writ
 from ..config import DeployConfig
 from ..data.rosbag_io import DEFAULT_LIDAR_TOPIC
 from ..errors import AwmlDeployError, BackendUnavailableError, DatasetError, UsageError
-from ..structures import Boxes3D
 from .criteria import ReplayCriteria, check_criteria
 from .offline import _StopFlag, sigint_stops
+from .lidar3d import TASK as LIDAR3D
 from .scoring import DEFAULT_TOLERANCE_MS, SCORED, ScoredEvidence, scores_from_evidence
+from .task import ReplayTask, task_of
 from .summary import EXIT_INTERRUPTED, ReplaySummary
 
 log = logging.getLogger(__name__)
@@ -141,25 +142,17 @@ class FleetSettings:
 _PIPELINES: dict[str, Any] = {}  # per worker process: the loaded pipeline, reused for every bag it runs
 
 
-def _boxes_json(b: Boxes3D) -> dict[str, list]:
-    return {"boxes": b.boxes.tolist(), "scores": b.scores.tolist(), "labels": b.labels.tolist(),
-            "velocities": b.velocities.tolist()}
+def evidence_to_json(e: ScoredEvidence, task: ReplayTask | None = None) -> dict[str, Any]:
+    """A bag's evidence as JSON through its task's converters (float32 -> JSON -> float32 is exact)."""
+    t = task or LIDAR3D
+    return {"detections": [t.dets_to_json(b) for b in e.detections],
+            "ground_truth": [t.gt_to_json(b) for b in e.ground_truth], "latency": e.latency, "no_points": e.no_points}
 
 
-def _boxes_from_json(d: dict[str, list]) -> Boxes3D:
-    # float32 -> Python float -> JSON (shortest repr of the double) -> float -> float32 is exact
-    return Boxes3D(np.asarray(d["boxes"], np.float32).reshape(-1, 7), np.asarray(d["scores"], np.float32),
-                   np.asarray(d["labels"], np.int64), np.asarray(d["velocities"], np.float32).reshape(-1, 2))
-
-
-def evidence_to_json(e: ScoredEvidence) -> dict[str, Any]:
-    return {"detections": [_boxes_json(b) for b in e.detections],
-            "ground_truth": [_boxes_json(b) for b in e.ground_truth], "latency": e.latency, "no_points": e.no_points}
-
-
-def evidence_from_json(d: dict[str, Any]) -> ScoredEvidence:
-    return ScoredEvidence([_boxes_from_json(b) for b in d["detections"]],
-                          [_boxes_from_json(b) for b in d["ground_truth"]], list(d["latency"]), int(d["no_points"]))
+def evidence_from_json(d: dict[str, Any], task: ReplayTask | None = None) -> ScoredEvidence:
+    t = task or LIDAR3D
+    return ScoredEvidence([t.dets_from_json(b) for b in d["detections"]],
+                          [t.gt_from_json(b) for b in d["ground_truth"]], list(d["latency"]), int(d["no_points"]))
 
 
 def _worker_config(cfg: DeployConfig, threads: int) -> DeployConfig:
@@ -227,12 +220,12 @@ def evaluate_bag(bag: str, cfg: DeployConfig, settings: FleetSettings, *,
     if stop.requested:
         status, error = "interrupted", None
     elif scored == 0:
-        status, error = "failed", f"bag {bag}: no cloud has ground truth within {settings.tolerance_ms:g} ms"
+        status, error = "failed", f"bag {bag}: no {scorer.task.input_unit} has ground truth within {settings.tolerance_ms:g} ms"
     else:
         status, error = "ok", None
     return {**result, "status": status, "error": error, "gt_source": scorer.gt.source, "checkpoint": provenance,
             "frames": scorer.frames, "out_of_order": scorer.out_of_order,
-            "evidence": evidence_to_json(scorer.evidence()), "wall_s": time.perf_counter() - t0}
+            "evidence": evidence_to_json(scorer.evidence(), scorer.task), "wall_s": time.perf_counter() - t0}
 
 
 # --------------------------------------------------------------------------------------------- executors
@@ -352,7 +345,7 @@ def fleet_evaluate(spec: str | Path | Sequence[str | Path], cfg: DeployConfig, s
     if settings.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {settings.threads}")
     if criteria is not None:
-        check_criteria(criteria, cfg.model.class_names, cfg.evaluate.distance_thresholds, criteria_source)
+        check_criteria(criteria, cfg, criteria_source)
     if isinstance(spec, (str, Path)):
         bags, label = resolve_bags(spec), str(spec)
     else:
@@ -374,7 +367,7 @@ def fleet_evaluate(spec: str | Path | Sequence[str | Path], cfg: DeployConfig, s
             r = json.loads(path.read_text(encoding="utf-8"))
             if r.get("status") == "ok" and r.get("key") == key:
                 r["resumed"] = True
-                r["evidence"] = evidence_from_json(r["evidence"])
+                r["evidence"] = evidence_from_json(r["evidence"], task_of(cfg))
                 results[i] = r
                 log.info("skipping finished bag %s (result %s; --force to evaluate it again)", bag, path)
                 continue
@@ -397,7 +390,8 @@ def fleet_evaluate(spec: str | Path | Sequence[str | Path], cfg: DeployConfig, s
         results[i] = r
         if r["status"] == "ok":
             atomic_write_json(result_path(out, bags[i], keys[i]), r)
-            r["evidence"] = evidence_from_json(r["evidence"])  # arrays: a few KB a frame instead of Python lists
+            # arrays: a few KB a frame instead of Python lists
+            r["evidence"] = evidence_from_json(r["evidence"], task_of(cfg))
             frames_new += len(r["frames"])
         elif r["status"] == "failed":
             failures += 1
@@ -438,10 +432,10 @@ def _finish_set(out: Path, label: str, bags: list[Path], results: list[dict[str,
                 settings: FleetSettings, criteria: ReplayCriteria | None, interrupted: bool, wall: float,
                 frames_new: int, workers: int | None, address: str | None) -> FleetOutcome:
     """The set's summary from every finished bag's evidence, aggregated once in bag order; files; exit code."""
-    from ..evaluate import metric_config
     from .offline import _finish
 
-    metric_cfg = metric_config(cfg.model, cfg.evaluate)
+    task = task_of(cfg)
+    metric_cfg = task.metric_config(cfg, cfg.model.class_names)
     frames: list[dict[str, Any]] = []
     parts: list[ScoredEvidence] = []
     out_of_order: list[int] = []
@@ -458,16 +452,16 @@ def _finish_set(out: Path, label: str, bags: list[Path], results: list[dict[str,
             for line in r["frames"]:
                 frames.append({**line, "index": len(frames), "bag": bag.name, "bag_index": line["index"]})
             own = scores_from_evidence(cfg.model.class_names, settings.tolerance_ms, r["gt_source"], r["frames"], ev,
-                                       r["out_of_order"], metric_cfg).to_dict()
+                                       r["out_of_order"], metric_cfg, task).to_dict()
             checkpoint = checkpoint or r.get("checkpoint")
             row.update(key=r["key"], frames=own["counts"]["frames"], scored=own["counts"][SCORED],
-                       map_at_2m=own["map_at_2m"], wall_s=r.get("wall_s"), pid=r.get("pid"),
+                       map_at_2m=task.headline(own).value, wall_s=r.get("wall_s"), pid=r.get("pid"),
                        resumed=bool(r.get("resumed")))
         rows.append(row)
     gt_sources = sorted({r["gt_source"] for r in results if r is not None and r["status"] == "ok"})
     scores = scores_from_evidence(cfg.model.class_names, settings.tolerance_ms,
                                   gt_sources[0] if len(gt_sources) == 1 else f"{len(gt_sources)} bags' ground truth",
-                                  frames, ScoredEvidence.concatenate(parts), out_of_order, metric_cfg)
+                                  frames, ScoredEvidence.concatenate(parts), out_of_order, metric_cfg, task)
     failed = [r for r in rows if r["status"] == "failed"]
     ok = [r for r in rows if r["status"] == "ok"]
     result = ReplaySummary(

@@ -1,4 +1,7 @@
-"""Offline replay evaluation: every cloud of a bag through the pipeline, scored against ground truth. No ROS.
+"""Offline replay evaluation: every input of a bag through the pipeline, scored against ground truth. No ROS.
+
+The input is the replay task's (:mod:`.task`, named by the config's family): lidar clouds for a 3D model
+(``--lidar-topic``), a camera's images for a 2D one (``--image-topic``, default ``/sensing/camera/camera0/image_raw``).
 
 Outputs in the run folder (default ``<work_dir>/replay/<bag>_<backend>``):
 
@@ -34,12 +37,12 @@ import numpy as np
 from ..bundle import atomic_write_json, ensure_writable_dir
 from ..config import DeployConfig
 from ..loader import load_pipeline
-from ..data.rosbag_io import DEFAULT_LIDAR_TOPIC, POINTCLOUD2, BagReader, cloud_to_points, stamp_to_ns
+from ..data.rosbag_io import BagReader, stamp_to_ns
 from ..errors import AwmlDeployError, DatasetError
-from ..pipelines.centerpoint.pipeline import CenterPointPipeline
 from .criteria import ReplayCriteria, check_criteria
-from .scoring import DEFAULT_TOLERANCE_MS, SCORED, FrameRecord, FrameScorer, GroundTruth, open_ground_truth
+from .scoring import DEFAULT_TOLERANCE_MS, SCORED, FrameRecord, FrameScorer, GroundTruth
 from .summary import EXIT_INTERRUPTED, ReplaySummary
+from .task import ReplayTask, task_of
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +100,21 @@ class _FrameLog:
             self._f = None
 
 
-def _replay_loop(reader: BagReader, topic: str, pipeline: CenterPointPipeline, scorer: FrameScorer,
+def _replay_loop(reader: BagReader, topic: str, pipeline: Any, scorer: FrameScorer,
                  frame_log: _FrameLog, warmup: int, stop: _StopFlag, progress: bool = True,
-                 max_frames: int | None = None, after_frame: Callable[[np.ndarray], None] | None = None) -> list[float]:
-    """The per-frame work of a replay: read + decode a cloud, run the pipeline, score, log. Returns the wall time
-    of every frame (ms, from asking the bag for the message to the flushed line). ``after_frame(points)`` runs
-    after each frame, outside its timing (the benchmark times the bare pipeline there)."""
-    msgtype = reader.require(topic, (POINTCLOUD2,), "lidar")
+                 max_frames: int | None = None, after_frame: Callable[[Any], None] | None = None) -> list[float]:
+    """The per-frame work of a replay: read + decode an input (the scorer's task says which), run the pipeline,
+    score, log. Returns the wall time of every frame (ms, from asking the bag for the message to the flushed
+    line). ``after_frame(input)`` runs after each frame, outside its timing (the benchmark times the bare
+    pipeline there)."""
+    task = scorer.task
+    msgtype = reader.require(topic, (task.input_msgtype,), task.input_role)
     total = reader.topics[topic].count if max_frames is None else min(max_frames, reader.topics[topic].count)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=f"replay {reader.path.name}", unit="cloud")
+        bar = tqdm(total=total, desc=f"replay {reader.path.name}", unit=task.input_unit)
     walls: list[float] = []
     messages = reader.messages(topic)
     try:
@@ -121,25 +126,26 @@ def _replay_loop(reader: BagReader, topic: str, pipeline: CenterPointPipeline, s
             log_ns, raw = item
             msg = reader.deserialize(raw, msgtype, topic, i)
             try:
-                points = cloud_to_points(msg)
+                data, fields = task.decode(msg)
             except ValueError as e:
-                raise DatasetError(f"bag {reader.path}: cloud {i} on topic {topic!r} is malformed ({e})") from None
+                raise DatasetError(f"bag {reader.path}: {task.input_unit} {i} on topic {topic!r} is malformed "
+                                   f"({e})") from None
             stamp = stamp_to_ns(msg.header.stamp)
             io_ms = (time.perf_counter() - t0) * 1e3
             if i == 0 and warmup:
                 for _ in range(warmup):  # untimed: first calls pay for lazy initialisation
-                    pipeline(points)
+                    pipeline(data)
                 t0 = time.perf_counter() - io_ms / 1e3
-            out = pipeline(points)
+            out = pipeline(data)
             try:
                 line = scorer.add(FrameRecord(stamp, out.detections, out.timings_ms,
-                                              {"log_time_ns": log_ns, "num_points": len(points), "io_ms": io_ms}))
+                                              {"log_time_ns": log_ns, **fields, "io_ms": io_ms}))
             except DatasetError as e:
                 raise DatasetError(f"bag {reader.path}: topic {topic!r}: {e}") from None
             frame_log.write(line)
             walls.append((time.perf_counter() - t0) * 1e3)
             if after_frame is not None:
-                after_frame(points)
+                after_frame(data)
             if bar is not None:
                 bar.update()
             if stop.requested:
@@ -156,42 +162,52 @@ def default_out_dir(cfg: DeployConfig, bag: Path, backend: str) -> Path:
 
 
 @contextmanager
-def open_replay(bag: str | Path, cfg: DeployConfig, lidar_topic: str = DEFAULT_LIDAR_TOPIC,
+def open_replay(bag: str | Path, cfg: DeployConfig, input_topic: str | None = None,
                 gt_topic: str | None = None, gt_info: str | Path | None = None,
                 tolerance_ms: float = DEFAULT_TOLERANCE_MS,
                 strict_order: bool = False) -> Iterator[tuple[BagReader, FrameScorer]]:
-    """The bag open with its lidar topic checked and its ground truth read, and the scorer of its frames: what
-    one bag's replay starts from (the single-bag command and each task of the fleet replay alike)."""
-    from ..evaluate import metric_config
-
+    """The bag open with its input topic (the task's default when None) checked and its ground truth read, and the
+    scorer of its frames: what one bag's replay starts from (the single-bag command and each task of the fleet
+    replay alike). The scorer's ``task`` is the config family's replay task."""
+    task = task_of(cfg)
+    topic = input_topic or task.default_input_topic
     with BagReader(bag) as reader:
-        reader.require(lidar_topic, (POINTCLOUD2,), "lidar")
-        gt = open_ground_truth(reader, cfg.model.class_names, gt_topic, gt_info)
-        log.info("bag %s: %d clouds on %s; ground truth: %s (%s)", bag, reader.topics[lidar_topic].count,
-                 lidar_topic, gt.source, gt.span())
-        yield reader, FrameScorer(gt, cfg.model.class_names, tolerance_ms, metric_config(cfg.model, cfg.evaluate),
-                                  strict_order)
+        reader.require(topic, (task.input_msgtype,), task.input_role)
+        gt = task.open_ground_truth(reader, cfg.model.class_names, gt_topic, gt_info, topic)
+        log.info("bag %s: %d %ss on %s; ground truth: %s (%s)", bag, reader.topics[topic].count, task.input_unit,
+                 topic, gt.source, gt.span())
+        yield reader, FrameScorer(gt, cfg.model.class_names, tolerance_ms,
+                                  task.metric_config(cfg, cfg.model.class_names), strict_order, task)
+
+
+def node_thresholds(cfg: DeployConfig) -> DeployConfig:
+    """``cfg`` with the post-processing its family's node runs with (2D: ``node_score_threshold`` and
+    ``node_nms_iou``; 3D: unchanged): an offline replay of it scores exactly what the node publishes."""
+    overrides = task_of(cfg).node_overrides(cfg.model)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update=overrides)}) if overrides else cfg
 
 
 def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxruntime", *,
-                    lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str | None = None,
+                    lidar_topic: str | None = None, input_topic: str | None = None, gt_topic: str | None = None,
                     gt_info: str | Path | None = None, tolerance_ms: float = DEFAULT_TOLERANCE_MS,
                     criteria: ReplayCriteria | None = None, criteria_source: str = "criteria",
                     out_dir: str | Path | None = None, progress: bool = True, strict_order: bool = False,
                     max_frames: int | None = None) -> ReplayOutcome:
-    """Replay ``bag`` through the ``backend`` pipeline and score it; see the module doc for outputs and exit codes."""
+    """Replay ``bag`` through the ``backend`` pipeline and score it; see the module doc for outputs and exit codes.
+    ``input_topic`` (or its older name ``lidar_topic``): the task's default when neither is given."""
     from ..loader import check_backend
 
     check_backend(backend)  # one line when the backend's runtime is missing, before the bag is read
     bag = Path(bag)
-    class_names = cfg.model.class_names
+    task = task_of(cfg)
+    topic = input_topic or lidar_topic or task.default_input_topic
     if criteria is not None:
-        check_criteria(criteria, class_names, cfg.evaluate.distance_thresholds, criteria_source)
+        check_criteria(criteria, cfg, criteria_source)
     if not tolerance_ms >= 0:
         from ..errors import UsageError
 
         raise UsageError(f"--tolerance-ms must be >= 0, got {tolerance_ms}")
-    with open_replay(bag, cfg, lidar_topic, gt_topic, gt_info, tolerance_ms, strict_order) as (reader, scorer):
+    with open_replay(bag, cfg, topic, gt_topic, gt_info, tolerance_ms, strict_order) as (reader, scorer):
         gt = scorer.gt
         loaded = load_pipeline(cfg, backend)
         pipeline, ckpt = loaded.pipeline, loaded.provenance()
@@ -203,7 +219,7 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
         t0 = time.perf_counter()
         try:
             with sigint_stops("finishing the current frame, then writing the partial summary") as stop:
-                _replay_loop(reader, lidar_topic, pipeline, scorer, frame_log, cfg.evaluate.warmup, stop, progress,
+                _replay_loop(reader, topic, pipeline, scorer, frame_log, cfg.evaluate.warmup, stop, progress,
                              max_frames)
             if stop.requested:
                 stopped = "interrupted"
@@ -220,7 +236,7 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
 
     scores = scorer.result()
     result = ReplaySummary(
-        mode="offline", bag=str(bag), lidar_topic=lidar_topic, backend=backend, model=cfg.model.name, checkpoint=ckpt,
+        mode="offline", bag=str(bag), lidar_topic=topic, backend=backend, model=cfg.model.name, checkpoint=ckpt,
         device=cfg.device, scores=scores, stopped=stopped, error=error, max_frames=max_frames, wall_s=wall,
         throughput_fps=len(scores.frames) / wall if wall > 0 and scores.frames else None, criteria=criteria)
     result.judge()
@@ -228,9 +244,9 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
     counts = summary["counts"]
     _finish(out, summary, scores.frames)
     if scores.out_of_order:
-        log.warning("%d clouds have a header stamp older than an earlier cloud's (first: frame %d); they were "
+        log.warning("%d %ss have a header stamp older than an earlier %s's (first: frame %d); they were "
                     "scored by stamp as usual and are listed in summary.json (out_of_order_frames)",
-                    len(scores.out_of_order), scores.out_of_order[0])
+                    len(scores.out_of_order), task.input_unit, task.input_unit, scores.out_of_order[0])
     if failure is not None:
         log.info("partial results of %d frames kept in %s", counts["frames"], out)
         raise failure
@@ -238,15 +254,16 @@ def replay_evaluate(bag: str | Path, cfg: DeployConfig, backend: str = "onnxrunt
         log.warning("interrupted after %d frames; partial results in %s", counts["frames"], out)
         return ReplayOutcome(EXIT_INTERRUPTED, out, summary)
     if counts[SCORED] == 0:
-        raise DatasetError(_nothing_scored(bag, lidar_topic, scores.frames, gt, tolerance_ms))
+        raise DatasetError(_nothing_scored(bag, topic, scores.frames, gt, tolerance_ms, task))
     return ReplayOutcome(0 if summary["passed"] else 1, out, summary)
 
 
-def _nothing_scored(bag: Path, topic: str, frames: list[dict[str, Any]], gt: GroundTruth, tol: float) -> str:
+def _nothing_scored(bag: Path, topic: str, frames: list[dict[str, Any]], gt: GroundTruth, tol: float,
+                    task: ReplayTask) -> str:
     if not frames:
-        return f"bag {bag}: topic {topic!r} yielded no clouds"
+        return f"bag {bag}: topic {topic!r} yielded no {task.input_unit}s"
     stamps = [f["stamp_ns"] for f in frames]
-    return (f"bag {bag}: none of the {len(frames)} clouds on {topic!r} (stamps {min(stamps) / 1e9:.3f}.."
+    return (f"bag {bag}: none of the {len(frames)} {task.input_unit}s on {topic!r} (stamps {min(stamps) / 1e9:.3f}.."
             f"{max(stamps) / 1e9:.3f} s) has ground truth within {tol:g} ms ({gt.source}: {gt.span()}); check "
             "--tolerance-ms, --gt-topic / --gt-info, or the clocks")
 
@@ -263,7 +280,7 @@ def _finish(out: Path, summary: dict[str, Any], frames: list[dict[str, Any]]) ->
 
 # --------------------------------------------------------------------------------------------- throughput
 def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxruntime", *,
-                       lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str | None = None,
+                       lidar_topic: str | None = None, gt_topic: str | None = None,
                        gt_info: str | Path | None = None, max_frames: int | None = None) -> dict[str, Any]:
     """Replay throughput against the bare pipeline on the same clouds, side by side in one run.
 
@@ -275,10 +292,12 @@ def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxr
     ``ratio_paired`` (median of the per-frame ratios), and the time to read + decode every cloud of the bag alone.
     """
     bag = Path(bag)
+    task = task_of(cfg)
+    lidar_topic = lidar_topic or task.default_input_topic  # the input topic, whatever the task
     loaded = load_pipeline(cfg, backend)
     pipeline = loaded.pipeline
     bare: list[float] = []
-    clouds: list[np.ndarray] = []
+    clouds: list[Any] = []
 
     def time_bare(_: np.ndarray) -> None:
         points = clouds[len(bare)]
@@ -287,24 +306,24 @@ def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxr
         bare.append((time.perf_counter() - t) * 1e3)
 
     with BagReader(bag) as reader:
-        msgtype = reader.require(lidar_topic, (POINTCLOUD2,), "lidar")
-        gt = open_ground_truth(reader, cfg.model.class_names, gt_topic, gt_info)
+        msgtype = reader.require(lidar_topic, (task.input_msgtype,), task.input_role)
+        gt = task.open_ground_truth(reader, cfg.model.class_names, gt_topic, gt_info, lidar_topic)
         t = time.perf_counter()
         for i, (_, raw) in enumerate(reader.messages(lidar_topic)):
             if max_frames is not None and i >= max_frames:
                 break
-            clouds.append(cloud_to_points(reader.deserialize(raw, msgtype, lidar_topic, i)))
+            clouds.append(task.decode(reader.deserialize(raw, msgtype, lidar_topic, i))[0])
         read_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp, BagReader(bag) as reader:
         frame_log = _FrameLog(Path(tmp) / "frames.jsonl")
-        replay = _replay_loop(reader, lidar_topic, pipeline, FrameScorer(gt, cfg.model.class_names), frame_log,
+        replay = _replay_loop(reader, lidar_topic, pipeline, FrameScorer(gt, cfg.model.class_names, task=task), frame_log,
                               max(cfg.evaluate.warmup, 1), _StopFlag(), False, len(clouds), time_bare)
         frame_log.close()
     loaded.close()
     med_bare, med_replay = statistics.median(bare), statistics.median(replay)
     return {
         "bag": str(bag), "backend": backend, "frames": len(replay),
-        "points_per_cloud": float(np.mean([len(c) for c in clouds])),
+        "points_per_cloud": float(np.mean([len(c) for c in clouds])),  # rows per input (image: its height)
         "bag_read_decode_s": read_s,
         "bare_median_ms": med_bare, "replay_median_ms": med_replay,
         "ratio": med_bare / med_replay,
@@ -313,4 +332,4 @@ def benchmark_overhead(bag: str | Path, cfg: DeployConfig, backend: str = "onnxr
     }
 
 
-__all__ = ["ReplayOutcome", "benchmark_overhead", "default_out_dir", "open_replay", "replay_evaluate"]
+__all__ = ["ReplayOutcome", "benchmark_overhead", "default_out_dir", "node_thresholds", "open_replay", "replay_evaluate"]

@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from ..bundle import atomic_write_json, atomic_write_text
-from ..data.msg_definitions import DETECTED_OBJECTS, INFERENCE_STATS
-from ..data.rosbag_io import POINTCLOUD2, BagReader, stamp_to_ns
+from ..data.msg_definitions import INFERENCE_STATS
+from ..data.rosbag_io import BagReader, stamp_to_ns
 from ..errors import DatasetError
 from ..metrics.latency import LatencyStats
 from ..report import markdown_table
 from .report import load_run, write_run_report
-from .scoring import DROPPED, SCORED, FrameRecord, FrameScorer, open_ground_truth, records_from_bag
+from .lidar3d import TASK as LIDAR3D
+from .scoring import DROPPED, SCORED, FrameRecord, FrameScorer, records_from_bag
 from .summary import EXIT_INTERRUPTED, ReplaySummary
+from .task import ReplayTask, task_of
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +85,24 @@ def _read_sent(path: Path | None, topic: str) -> list[dict[str, Any]]:
 
 
 def realtime_records(recording: Path, class_names: Sequence[str], lidar_topic: str,
-                     sent_log: Path | None) -> tuple[list[Any], dict[str, Any]]:
+                     sent_log: Path | None, task: ReplayTask | None = None) -> tuple[list[Any], dict[str, Any]]:
     """FrameRecords, one per input sent (in sending order), from a recording; and real-time facts.
 
     Outputs and per-stage latencies come from ``records_from_bag``. The inputs: the player's sent log when there
     is one (the exact list), else the inputs the recorder saw; an input seen by only one of them is kept (and
     counted); an output whose input neither saw is kept too (``input_not_seen``), never dropped silently.
     """
+    task = task or LIDAR3D
     with BagReader(recording) as rec:
-        objects_topic = _topic_of(rec, DETECTED_OBJECTS, "detections", True)
+        objects_topic = _topic_of(rec, task.output_msgtype, "detections", True)
         stats_topic = _topic_of(rec, INFERENCE_STATS, "inference-stats", False)
-        input_topic = _topic_of(rec, POINTCLOUD2, "input", False)
+        input_topic = _topic_of(rec, task.input_msgtype, "input", False)
         if stats_topic is not None and rec.topics[stats_topic].count == 0:
             stats_topic = None
-        outputs = {r.stamp_ns: r for r in records_from_bag(rec, objects_topic, class_names, None, stats_topic)} \
-            if rec.topics[objects_topic].count else {}
-        out_arrival = _arrivals(rec, objects_topic, DETECTED_OBJECTS)
-        in_arrival = _arrivals(rec, input_topic, POINTCLOUD2)
+        outputs = {r.stamp_ns: r for r in records_from_bag(rec, objects_topic, class_names, None, stats_topic, task)
+                   } if rec.topics[objects_topic].count else {}
+        out_arrival = _arrivals(rec, objects_topic, task.output_msgtype)
+        in_arrival = _arrivals(rec, input_topic, task.input_msgtype)
     sent = _read_sent(sent_log, lidar_topic)
     published = {int(r["stamp_ns"]): int(r["publish_ns"]) for r in sent}
     order = [int(r["stamp_ns"]) for r in sent] if sent else sorted(in_arrival, key=in_arrival.get)
@@ -204,13 +207,12 @@ def score(recording: Path, bag: Path, cfg: Any, backend: str, *, lidar_topic: st
           check_offline: Path | None = None) -> tuple[int, dict[str, Any]]:
     """Score a recording exactly as the offline replay scores its frames; write frames.jsonl, summary.json,
     report.md. Returns (exit code, summary)."""
-    from ..evaluate import metric_config
-
     names = cfg.model.class_names
+    task = task_of(cfg)
     with BagReader(bag) as reader:
-        gt = open_ground_truth(reader, names, gt_topic, gt_info)
-    records, facts = realtime_records(recording, names, lidar_topic, info.sent_log)
-    scorer = FrameScorer(gt, names, tolerance_ms, metric_config(cfg.model, cfg.evaluate))
+        gt = task.open_ground_truth(reader, names, gt_topic, gt_info, lidar_topic)
+    records, facts = realtime_records(recording, names, lidar_topic, info.sent_log, task)
+    scorer = FrameScorer(gt, names, tolerance_ms, task.metric_config(cfg, names), task=task)
     with (out / "frames.jsonl").open("w", encoding="utf-8") as f:
         for rec in records:
             f.write(json.dumps(scorer.add(rec), allow_nan=False) + "\n")

@@ -22,6 +22,7 @@ from ..errors import ArtifactError
 from ..report import _save_figure, markdown_table, plot_pr_curves
 from .criteria import FrameCriteria, pass_rate
 from .scoring import DROPPED, SKIPPED
+from .task import task_of_summary
 
 
 def _f(v: Any, digits: int = 4) -> str:
@@ -38,8 +39,9 @@ def _pyplot() -> Any:
 
 
 # --------------------------------------------------------------------------------------------- plots
-def plot_ap_bars(runs: dict[str, dict[str, float | None]], class_names: Sequence[str], path: Path) -> Path:
-    """AP at 2 m per class, one bar per run."""
+def plot_ap_bars(runs: dict[str, dict[str, float | None]], class_names: Sequence[str], path: Path,
+                 ylabel: str = "AP @ 2 m") -> Path:
+    """The per-class AP of the headline (AP at 2 m, AP50) per class, one bar per run."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.6 * len(class_names) + 2, 3.5))
     width = 0.8 / max(1, len(runs))
@@ -51,7 +53,7 @@ def plot_ap_bars(runs: dict[str, dict[str, float | None]], class_names: Sequence
             ax.text(x, (v or 0.0) + 0.01, "n/a" if v is None else f"{v:.2f}", ha="center", fontsize=7)
     ax.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(class_names))], list(class_names))
     ax.set_ylim(0, 1.08)
-    ax.set_ylabel("AP @ 2 m")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return _save_figure(fig, path)
 
@@ -99,21 +101,24 @@ def plot_drops_over_time(runs: dict[str, list[dict[str, Any]]], path: Path) -> P
     return _save_figure(fig, path)
 
 
-def _pr_curves(summary: dict[str, Any]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
-    curves = ((summary.get("metrics") or {}).get("pr_curves")) or {}
-    return {c: {t: (v["recall"], [math.nan if p is None else p for p in v["precision"]]) for t, v in per.items()}
-            for c, per in curves.items()}
-
-
 def _plots(out: Path, summaries: dict[str, dict[str, Any]], frames: dict[str, list[dict[str, Any]]],
            class_names: Sequence[str]) -> list[tuple[str, str]]:
     plots = out / "plots"
     made = []
-    plot_ap_bars({k: s.get("ap_at_2m") for k, s in summaries.items()}, class_names, plots / "ap_bars.png")
-    made.append(("AP per class at 2 m", "plots/ap_bars.png"))
+    task = task_of_summary(next(iter(summaries.values())))
+    heads = {k: task.headline(s) for k, s in summaries.items()}
+    per_label = next(iter(heads.values())).per_class_label
+    if task.name != "detection3d":  # the 2D model keeps all 8 T4 classes; draw those the drive has
+        class_names = [c for c in class_names if any((h.per_class or {}).get(c) is not None for h in heads.values())
+                       ] or list(class_names)
+    plot_ap_bars({k: h.per_class for k, h in heads.items()}, class_names, plots / "ap_bars.png", per_label)
+    made.append((f"{per_label} per class", "plots/ap_bars.png"))
     if any(s.get("metrics") for s in summaries.values()):
-        plot_pr_curves({k: _pr_curves(s) for k, s in summaries.items()}, class_names, "2.0", plots / "pr_curves.png")
-        made.append(("Precision / recall at 2 m", "plots/pr_curves.png"))
+        curves = {k: task.pr_curves(s) for k, s in summaries.items()}
+        thr = next(iter(curves.values()))[1]
+        plot_pr_curves({k: c for k, (c, _) in curves.items()}, class_names, thr, plots / "pr_curves.png")
+        made.append((f"Precision / recall at {thr}{' m' if task.name == 'detection3d' else ' IoU'}",
+                     "plots/pr_curves.png"))
     plot_latency_over_time(frames, plots / "latency_over_time.png")
     made.append(("Total latency over the drive", "plots/latency_over_time.png"))
     plot_drops_over_time(frames, plots / "drops_over_time.png")
@@ -133,11 +138,11 @@ def _status_line(s: dict[str, Any]) -> str:
 def write_run_report(out: Path, summary: dict[str, Any], frames: list[dict[str, Any]]) -> Path:
     names = summary["class_names"]
     c = summary["counts"]
-    m = summary.get("metrics")
+    task = task_of_summary(summary)
     md = [f"# Replay evaluation: {Path(summary['bag']).name} ({summary.get('backend')})", "",
           f"Result: {_status_line(summary)}", "",
           markdown_table(["", ""], [
-              ["bag", summary["bag"]], ["lidar topic", summary.get("lidar_topic")],
+              ["bag", summary["bag"]], [task.topic_key.replace("_", " "), summary.get(task.topic_key)],
               ["ground truth", summary["gt_source"]], ["backend / device", f"{summary.get('backend')} / "
                                                                           f"{summary.get('device')}"],
               ["model", summary.get("model")],
@@ -151,19 +156,7 @@ def write_run_report(out: Path, summary: dict[str, Any], frames: list[dict[str, 
     if summary.get("gates"):
         md += ["## Criteria", "", markdown_table(["gate", "passed", "detail"], [
             [g["name"], "yes" if g["passed"] else "**NO**", g["detail"]] for g in summary["gates"]]), ""]
-    if m:
-        thr = m["thresholds"]
-        tot = summary["frame_totals"]
-        md += [f"## 3D detection ({c['scored']} scored frames)", "",
-               f"mAP@2m **{_f(summary.get('map_at_2m'))}** - mAP (all thresholds) {_f(m['map'])} - "
-               f"mAPH {_f(m['maph'])}", "",
-               markdown_table(["class", "#gt", "#pred", *[f"AP@{t}" for t in thr], "APH@2.0", "TP", "FP", "FN"],
-                              [[n, m["num_gt"][n], m["num_pred"][n], *[_f(m["ap"][n].get(t)) for t in thr],
-                                _f(m["aph_at_tp"].get(n)), tot["tp"][n], tot["fp"][n], tot["fn"][n]] for n in names]),
-               "", "### By distance (AP at 2 m; ground truth and detections filtered by their own range)", "",
-               markdown_table(["band", "mAP", *names],
-                              [[b, _f(m["band_map"].get(b)), *[_f(v.get(n)) for n in names]]
-                               for b, v in m["band_ap"].items()]), ""]
+    md += task.report_section(summary)
     lat = summary.get("latency_ms") or {}
     if lat:
         md += ["## Latency (ms, pipeline stages)", "", markdown_table(
@@ -239,20 +232,31 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path | None = 
     gates = [{"name": "both runs complete", "passed": bool(sa.get("complete") and sb.get("complete")),
               "detail": f"A {'complete' if sa.get('complete') else 'partial'}, "
                         f"B {'complete' if sb.get('complete') else 'partial'}"}]
-    ma, mb = sa.get("map_at_2m"), sb.get("map_at_2m")
-    rows.append(["mAP @2m", _f(ma), _f(mb), _delta(ma, mb, True, 4, max_map_drop)])
+    task_a, task_b = task_of_summary(sa), task_of_summary(sb)
+    if task_a.name != task_b.name:
+        raise ArtifactError(f"{fa} is a {task_a.name} run and {fb} a {task_b.name} one: compare runs of one kind")
+    ha, hb = task_a.headline(sa), task_b.headline(sb)
+    ma, mb = ha.value, hb.value
+    hl, pl = ha.label, ha.per_class_label
+    rows.append([hl, _f(ma), _f(mb), _delta(ma, mb, True, 4, max_map_drop)])
     drop = None if ma is None or mb is None else ma - mb
-    gates.append({"name": f"mAP@2m drop <= {max_map_drop:g}", "passed": drop is not None and drop <= max_map_drop,
+    gates.append({"name": f"{hl} drop <= {max_map_drop:g}", "passed": drop is not None and drop <= max_map_drop,
                   "detail": f"A {_f(ma)}, B {_f(mb)}" + ("" if drop is None else f", drop {drop:+.4f}")})
-    for key, label in (("map", "mAP (all thresholds)"), ("maph", "mAPH")):
+    extra = ((("map", "mAP (all thresholds)"), ("maph", "mAPH")) if task_a.name == "detection3d" else ())
+    for key, label in extra:
         a, b = (sa.get("metrics") or {}).get(key), (sb.get("metrics") or {}).get(key)
         rows.append([label, _f(a), _f(b), _delta(a, b, True, 4)])
+    if task_a.name != "detection3d":
+        a, b = sa.get("ap"), sb.get("ap")
+        rows.append(["AP@[.5:.95]", _f(a), _f(b), _delta(a, b, True, 4)])
     for n in names:
-        a, b = (sa.get("ap_at_2m") or {}).get(n), (sb.get("ap_at_2m") or {}).get(n)
-        rows.append([f"AP {n} @2m", _f(a), _f(b), _delta(a, b, True, 4, max_ap_drop or 0.0)])
+        a, b = (ha.per_class or {}).get(n), (hb.per_class or {}).get(n)
+        if task_a.name != "detection3d" and a is None and b is None:
+            continue  # a class absent from the drive (the 2D model keeps all 8 T4 classes)
+        rows.append([f"{pl} {n}", _f(a), _f(b), _delta(a, b, True, 4, max_ap_drop or 0.0)])
         if max_ap_drop is not None:
             d = None if a is None or b is None else a - b
-            gates.append({"name": f"AP {n}@2m drop <= {max_ap_drop:g}",
+            gates.append({"name": f"{pl} {n} drop <= {max_ap_drop:g}",
                           "passed": (a is None and b is None) or (d is not None and d <= max_ap_drop),
                           "detail": f"A {_f(a)}, B {_f(b)}"})
     for q in ("p50", "p99"):

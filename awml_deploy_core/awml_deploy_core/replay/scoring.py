@@ -37,7 +37,6 @@ Recorded DetectedObjects (``rosbags`` messages, rclpy messages or their dicts) b
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,14 +47,15 @@ import numpy as np
 from ..data.detected_objects import detected_objects_to_boxes
 from ..data.rosbag_io import DEFAULT_GT_TOPIC, INFO_DIR, BagReader, read_detected_objects, seconds_to_ns
 from ..errors import DatasetError
-from ..metrics.detection3d import (Detection3DConfig, Detection3DResult, evaluate_detection3d, match_frame,
-                                   select_in_range)
+from ..metrics.detection3d import Detection3DConfig
 from ..metrics.latency import LatencyStats, summarize_stages
 from ..structures import Boxes3D
+from .lidar3d import MATCH_THRESHOLD_M
+from .lidar3d import TASK as LIDAR3D
+from .task import DEFAULT_TASK, ReplayTask
 
 log = logging.getLogger(__name__)
 
-MATCH_THRESHOLD_M = 2.0
 DEFAULT_TOLERANCE_MS = 75.0
 SCORED, SKIPPED, DROPPED = "scored", "skipped", "dropped"
 
@@ -172,19 +172,16 @@ class ReplayScores:
     tolerance_ms: float
     gt_source: str
     frames: list[dict[str, Any]]
-    metrics: Detection3DResult | None
+    metrics: Any  # the task's aggregate (Detection3DResult, Detection2DMetrics) or None
     latency: dict[str, LatencyStats]
     out_of_order: list[int]
     gt_excluded_no_points: int = 0  # over the scored frames
+    task: ReplayTask = LIDAR3D
+    metric_cfg: Any = None
 
     def ground_truth(self) -> dict[str, Any]:
         """GT scored and left out (and why) over the scored frames; see ``evaluate.GT_RULE``."""
-        from ..evaluate import GT_RULE, ground_truth_summary
-
-        if self.metrics is None:
-            return {"scored": 0, "excluded_out_of_range": 0, "excluded_no_points": self.gt_excluded_no_points,
-                    "rule": GT_RULE}
-        return ground_truth_summary(self.metrics, self.gt_excluded_no_points)
+        return self.task.ground_truth_summary(self.metrics, self.gt_excluded_no_points)
 
     def counts(self) -> dict[str, int]:
         c = {"frames": len(self.frames), SCORED: 0, SKIPPED: 0, DROPPED: 0}
@@ -194,7 +191,8 @@ class ReplayScores:
         return c
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (no NaN): counts, skipped frames, totals, 3D metrics, latency."""
+        """JSON-safe summary (no NaN): counts, skipped frames, totals, the task's metrics, latency. A 2D run
+        starts with ``"task": "detection2d"``; a 3D one has no ``task`` key (the format before 2D replay)."""
         totals = {k: {c: 0 for c in self.class_names} for k in ("tp", "fp", "fn")}
         for f in self.frames:
             if f["status"] == SCORED:
@@ -202,12 +200,12 @@ class ReplayScores:
                     for c in self.class_names:
                         totals[k][c] += f[k][c]
         m = self.metrics
-        metrics = m.to_dict() if m is not None else None
-        at = m.map_by_threshold.get(MATCH_THRESHOLD_M) if m is not None else None
+        head = {} if self.task.name == DEFAULT_TASK else {"task": self.task.name}
         return {
+            **head,
             "class_names": list(self.class_names),
             "tolerance_ms": self.tolerance_ms,
-            "match_threshold_m": MATCH_THRESHOLD_M,
+            **self.task.match_fields(self.metric_cfg),
             "gt_source": self.gt_source,
             "ground_truth": self.ground_truth(),
             "counts": self.counts(),
@@ -216,40 +214,31 @@ class ReplayScores:
                                for f in self.frames if f["status"] == SKIPPED],
             "out_of_order_frames": self.out_of_order,
             "frame_totals": totals,
-            "map_at_2m": _finite(at),
-            "ap_at_2m": {c: _finite(m.ap[c].get(MATCH_THRESHOLD_M)) for c in self.class_names} if m else None,
-            "metrics": metrics,
+            **self.task.headline_fields(m, self.class_names),
+            "metrics": m.to_dict() if m is not None else None,
             "latency_ms": {k: v.to_dict() for k, v in self.latency.items()},
         }
 
 
-def _finite(v: Any) -> float | None:
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
-
-
 class FrameScorer:
-    """Scores frames one at a time (:meth:`add` returns the frame's JSON line); :meth:`result` aggregates."""
+    """Scores frames one at a time (:meth:`add` returns the frame's JSON line); :meth:`result` aggregates.
+    ``task``: the replay task (3D by default); ``metric_cfg`` None: the task's default configuration."""
 
     def __init__(self, gt: GroundTruth, class_names: Sequence[str], tolerance_ms: float = DEFAULT_TOLERANCE_MS,
-                 metric_cfg: Detection3DConfig | None = None, strict_order: bool = False) -> None:
+                 metric_cfg: Any = None, strict_order: bool = False, task: ReplayTask | None = None) -> None:
         if not tolerance_ms >= 0:
             raise ValueError(f"tolerance_ms must be >= 0, got {tolerance_ms}")
         self.gt = gt
+        self.task = task or LIDAR3D
         self.class_names = tuple(class_names)
         self.tolerance_ms = float(tolerance_ms)
         self._tol_ns = int(round(tolerance_ms * 1e6))
-        if metric_cfg is None:  # the default deploy config's model and evaluation, with these class names
-            from ..config import CenterPointModelConfig, EvaluateConfig
-            from ..evaluate import metric_config
-
-            model = CenterPointModelConfig().model_copy(update={"class_names": list(self.class_names)})
-            metric_cfg = metric_config(model, EvaluateConfig())
-        self.metric_cfg = metric_cfg
+        self.metric_cfg = metric_cfg if metric_cfg is not None else self.task.metric_config(None, self.class_names)
         self._no_points = 0
         self.strict_order = strict_order
         self.frames: list[dict[str, Any]] = []
-        self._dets: list[Boxes3D] = []
-        self._gts: list[Boxes3D] = []
+        self._dets: list[Any] = []
+        self._gts: list[Any] = []
         self._latency: list[dict[str, float]] = []
         self._seen: set[int] = set()
         self._latest: int | None = None
@@ -281,22 +270,11 @@ class FrameScorer:
         if rec.detections is not None:
             line["num_detections"] = len(rec.detections)
         if line["status"] == SCORED:
-            all_gt = self.gt.boxes[near[0]]  # type: ignore[index]
-            gt, gt_out = select_in_range(all_gt, self.metric_cfg)  # the metric's own range rule, for both
-            dets, det_out = select_in_range(rec.detections, self.metric_cfg)  # type: ignore[arg-type]
-            fm = match_frame(dets, gt, len(self.class_names), MATCH_THRESHOLD_M)
-            tp, fp, fn = (int(fm.tp.sum()), int(fm.fp.sum()), int(fm.fn.sum()))
-            if gt_out.any():
-                line["num_gt_out_of_range"] = int(gt_out.sum())
-            if det_out.any():
-                line["num_detections_out_of_range"] = int(det_out.sum())
-            line.update(num_gt=len(gt),
-                        tp=dict(zip(self.class_names, fm.tp.tolist())),
-                        fp=dict(zip(self.class_names, fm.fp.tolist())),
-                        fn=dict(zip(self.class_names, fm.fn.tolist())),
-                        recall=_ratio(tp, tp + fn), precision=_ratio(tp, tp + fp))
-            self._dets.append(rec.detections)  # type: ignore[arg-type]
-            self._gts.append(all_gt)  # evaluate_detection3d applies the same range rule and counts what it leaves out
+            fields, dets, gt = self.task.score_frame(rec.detections, self.gt.boxes[near[0]],  # type: ignore[index]
+                                                     self.metric_cfg, self.class_names)
+            line.update(fields)
+            self._dets.append(dets)
+            self._gts.append(gt)
             self._no_points += self.gt.no_points[near[0]]  # type: ignore[index]
         if rec.latency_ms is not None:
             line["latency_ms"] = {k: float(v) for k, v in rec.latency_ms.items()}
@@ -312,7 +290,7 @@ class FrameScorer:
 
     def result(self) -> ReplayScores:
         return scores_from_evidence(self.class_names, self.tolerance_ms, self.gt.source, self.frames, self.evidence(),
-                                    self.out_of_order, self.metric_cfg)
+                                    self.out_of_order, self.metric_cfg, self.task)
 
 
 @dataclass
@@ -322,8 +300,8 @@ class ScoredEvidence:
     with output and the GT left out for holding no point. Concatenating the evidence of several runs and
     aggregating once gives exactly the metrics of all their frames together (AP is not a mean of per-run APs)."""
 
-    detections: list[Boxes3D]
-    ground_truth: list[Boxes3D]
+    detections: list[Any]
+    ground_truth: list[Any]
     latency: list[dict[str, float]]
     no_points: int = 0
 
@@ -335,32 +313,33 @@ class ScoredEvidence:
 
 def scores_from_evidence(class_names: Sequence[str], tolerance_ms: float, gt_source: str,
                          frames: Sequence[dict[str, Any]], evidence: ScoredEvidence, out_of_order: Sequence[int],
-                         metric_cfg: Detection3DConfig) -> ReplayScores:
-    """The one aggregation of scored frames: 3D metrics over all of them at once, latency percentiles."""
-    metrics = (evaluate_detection3d(evidence.detections, evidence.ground_truth, metric_cfg)
-               if evidence.detections else None)
+                         metric_cfg: Any, task: ReplayTask | None = None) -> ReplayScores:
+    """The one aggregation of scored frames: the task's metrics over all of them at once, latency percentiles."""
+    task = task or LIDAR3D
+    metrics = task.aggregate(evidence.detections, evidence.ground_truth, metric_cfg) if evidence.detections else None
     return ReplayScores(tuple(class_names), float(tolerance_ms), gt_source, list(frames), metrics,
-                        summarize_stages(evidence.latency), list(out_of_order), evidence.no_points)
+                        summarize_stages(evidence.latency), list(out_of_order), evidence.no_points, task, metric_cfg)
 
 
 def score_frames(frames: Iterable[FrameRecord], gt_source: GroundTruth | str | Path, class_names: Sequence[str],
                  tolerance_ms: float = DEFAULT_TOLERANCE_MS, metric_cfg: Detection3DConfig | None = None,
-                 strict_order: bool = False) -> ReplayScores:
+                 strict_order: bool = False, task: ReplayTask | None = None) -> ReplayScores:
     """Score recorded frames (in the order they were produced) against ground truth; see the module doc.
 
     ``gt_source``: a :class:`GroundTruth` or the path of an AWML info file.
     """
     gt = gt_source if isinstance(gt_source, GroundTruth) else GroundTruth.from_info(gt_source, class_names)
-    scorer = FrameScorer(gt, class_names, tolerance_ms, metric_cfg, strict_order)
+    scorer = FrameScorer(gt, class_names, tolerance_ms, metric_cfg, strict_order, task)
     for rec in frames:
         scorer.add(rec)
     return scorer.result()
 
 
 def records_from_bag(reader: BagReader, detections_topic: str, class_names: Sequence[str],
-                     input_topic: str | None = None, stats_topic: str | None = None) -> list[FrameRecord]:
-    """FrameRecords from a bag of recorded outputs (the real-time path): awml_deploy_msgs/DetectedObjects on
-    ``detections_topic``, matched to inputs by header stamp (a node stamps its output with its input's stamp).
+                     input_topic: str | None = None, stats_topic: str | None = None,
+                     task: ReplayTask | None = None) -> list[FrameRecord]:
+    """FrameRecords from a bag of recorded outputs (the real-time path): the task's detections (DetectedObjects,
+    Detections2D) on ``detections_topic``, matched to inputs by header stamp (a node stamps its output with its input's stamp).
 
     With ``input_topic`` (the clouds that were played): one record per input, in input order; an input without
     an output is a drop (``detections=None``). Without it: one record per output. ``stats_topic``
@@ -368,11 +347,12 @@ def records_from_bag(reader: BagReader, detections_topic: str, class_names: Sequ
     pipeline (``pipeline_latency_ms``: publish time minus input stamp), by stamp.
     """
     from ..data.msg_definitions import INFERENCE_STATS
-    from ..data.rosbag_io import POINTCLOUD2, stamp_to_ns
+    from ..data.rosbag_io import stamp_to_ns
 
-    outputs: dict[int, Boxes3D] = {}
+    task = task or LIDAR3D
+    outputs: dict[int, Any] = {}
     order: list[int] = []
-    for stamp, boxes in read_detected_objects(reader, detections_topic, class_names):
+    for stamp, boxes in task.read_outputs(reader, detections_topic, class_names):
         if stamp not in outputs:  # a repeated output for the same input: the first one counts
             outputs[stamp] = boxes
             order.append(stamp)
@@ -385,7 +365,7 @@ def records_from_bag(reader: BagReader, detections_topic: str, class_names: Sequ
                 "preprocess": m.preprocess_ms, "inference": m.inference_ms, "postprocess": m.postprocess_ms,
                 "total": m.total_ms, "pipeline": m.pipeline_latency_ms})
     if input_topic is not None:
-        msgtype = reader.require(input_topic, (POINTCLOUD2,), "input")
+        msgtype = reader.require(input_topic, (task.input_msgtype,), "input")
         order = []
         for i, (_, raw) in enumerate(reader.messages(input_topic)):
             order.append(stamp_to_ns(reader.deserialize(raw, msgtype, input_topic, i).header.stamp))

@@ -30,7 +30,7 @@ class ReplaySummary:
 
     mode: str
     bag: str
-    lidar_topic: str
+    lidar_topic: str  # the input topic (a camera's image topic for a 2D run; the key in the file says which)
     backend: str
     model: str
     checkpoint: Any
@@ -68,7 +68,7 @@ class ReplaySummary:
             "stopped": self.stopped,
             "error": self.error,
             "bag": self.bag,
-            "lidar_topic": self.lidar_topic,
+            self.scores.task.topic_key: self.lidar_topic,  # "lidar_topic" (3D), "image_topic" (2D)
             "max_frames": self.max_frames,
             "backend": self.backend,
             "model": self.model,
