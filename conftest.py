@@ -19,17 +19,41 @@ os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(DDS_PROFILE)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
+# Under pytest-xdist (tools/run_tests.sh runs two workers) each worker takes its own residue class of domains, so
+# two tests running at once never share one: worker w of n uses base + k * n + w, modulo a multiple of n. Slot
+# k = 0 is the worker's own (in-process nodes, processes started without ros_env); each ros_env takes the next.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+_DOMAIN_SPAN = 100 - 100 % _WORKERS
+_BASE = int(os.environ["ROS_DOMAIN_ID"])
 _domains = itertools.count()
+
+
+def _domain() -> str:
+    return str(1 + (_BASE + next(_domains) * _WORKERS + _WORKER) % _DOMAIN_SPAN)
+
+
+os.environ["ROS_DOMAIN_ID"] = _domain()
+
+
+def fresh_ros_env() -> dict[str, str]:
+    """Environment for processes that start nodes: local-only DDS and a domain no other running test uses."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = _domain()
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 @pytest.fixture
 def ros_env() -> dict[str, str]:
-    """Environment for processes that start nodes: local-only DDS and a domain of this test's own."""
-    env = dict(os.environ)
-    base = int(os.environ["ROS_DOMAIN_ID"])
-    env["ROS_DOMAIN_ID"] = str(1 + (base + next(_domains)) % 100)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    """A domain of this test's own (see fresh_ros_env)."""
+    return fresh_ros_env()
+
+
+@pytest.fixture(scope="session")
+def ros_env_factory():
+    """fresh_ros_env itself, for module-scoped sessions of nodes (a function-scoped fixture cannot serve them)."""
+    return fresh_ros_env
 
 
 @pytest.fixture(autouse=True)

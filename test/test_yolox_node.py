@@ -160,11 +160,9 @@ def _plan() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory, images, offline) -> dict:
+def session(tmp_path_factory, images, offline, ros_env_factory) -> dict:
     """Both nodes, the publisher and a recorder over DDS once, for the parity and the bad-input checks."""
-    # conftest's ros_env is per test; this module-wide one differs only in its domain (its processes end here)
-    ros_env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "ROS_DOMAIN_ID": str(1 + (int(os.environ["ROS_DOMAIN_ID"]) + 57) % 100)}
+    ros_env = ros_env_factory()  # a domain of this module's own (conftest's ros_env is per test)
     tmp = tmp_path_factory.mktemp("session")
     _, cache = offline
     common = {"backend": "onnxruntime", "onnx_cache_dir": str(cache), "processing_time_budget_ms": 5000.0,
