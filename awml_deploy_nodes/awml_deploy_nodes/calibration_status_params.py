@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .node_params import (
+    DEFAULT_MAX_POINTS,
     DIAGNOSTICS_PERIOD,
+    ModelSourceParams,
     ParamError,
     ParamSpec,
     _bool,
@@ -64,7 +66,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_preview", False, "Publish ~/debug/preview (sensor_msgs/Image, bgr8): the projected lidar "
               "depth over the image as the model saw it (an extra input build per classified pair)."),
     ParamSpec("processing_time_budget_ms", 1000.0, "Per-pair budget; /diagnostics warns above it.", "> 0"),
-    ParamSpec("max_points", 2_000_000, "Clouds with more points are dropped as malformed.", ">= 1"),
+    ParamSpec("max_points", DEFAULT_MAX_POINTS, "Clouds with more points are dropped as malformed.", ">= 1"),
     ParamSpec("max_pixels", 7680 * 4320, "Images with more pixels are dropped as malformed.", ">= 1"),
     DIAGNOSTICS_PERIOD,
 )
@@ -73,14 +75,7 @@ DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 @dataclass(frozen=True)
-class CalibNodeParams:
-    bundle_dir: str
-    config: str
-    checkpoint: str
-    onnx_cache_dir: str
-    backend: str
-    device: str
-    precision: str
+class CalibNodeParams(ModelSourceParams):
     mode: str
     period_s: float
     sync_queue_size: int

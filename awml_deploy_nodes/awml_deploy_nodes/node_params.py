@@ -3,6 +3,9 @@
 ``centerpoint_node``'s table is here (:data:`PARAMS`, :func:`validate`); the parts every model node shares (where
 the model comes from, backend, threshold, budget, diagnostics: :func:`model_params`, :func:`runtime_params`,
 :func:`validate_shared`) are used by ``yolox_params`` too, so both nodes take the same names with the same meaning.
+``calibration_status_params`` (a classifier: no score threshold, no Autoware objects) takes the model-source part
+(:func:`model_source_params`, :func:`validate_model_source`, :class:`ModelSourceParams`) and
+:data:`DIAGNOSTICS_PERIOD`.
 
 Pure Python (no rclpy import), so tests and the launch-file checks can read the table without a ROS
 context. The node declares every entry with a ``ParameterDescriptor`` built from it (read-only: the node
@@ -176,7 +179,10 @@ DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 @dataclass(frozen=True)
-class NodeParams:
+class ModelSourceParams:
+    """The values of :func:`model_source_params` (:func:`validate_model_source`); every node's parameters start
+    with them."""
+
     bundle_dir: str
     config: str
     checkpoint: str
@@ -184,6 +190,10 @@ class NodeParams:
     backend: str
     device: str
     precision: str
+
+
+@dataclass(frozen=True)
+class NodeParams(ModelSourceParams):
     score_threshold: float | None  # None: the model config's thresholds
     class_names: tuple[str, ...]
     frame_id: str

@@ -1,16 +1,19 @@
-"""The plumbing every model node of the package shares: ``centerpoint_node`` and ``yolox_node`` differ only in
-their messages, their conversions and what they publish.
+"""The plumbing every model node of the package shares: ``centerpoint_node``, ``yolox_node`` and
+``calibration_status_node`` differ only in their messages, their conversions and what they publish.
 
 - :func:`read_params`: declare a node's parameter table read-only and validate it (typos refused by name);
 - :func:`load_model`: parameters -> ``awml_deploy_core.loader.load_pipeline`` (the one loader of every family),
   errors naming the parameter at fault; :func:`with_model_overrides` re-thresholds a loaded model the way the
   loader's ``model_overrides`` do, when the values come from the loaded model's own config;
-- :class:`Mailbox`: the one slot between the subscription callback and the worker (newest input wins);
+- :class:`Mailbox`: the one slot between the subscription callback and the worker (newest input wins; ``swap``
+  hands back the replaced item, e.g. for a service call waiting on it);
 - :class:`ModelNode`: an rclpy ``Node`` with the health counters (``NodeHealth`` on ``/diagnostics``), the
   InferenceStats publisher, the worker thread (one broad catch per frame: counted as internal_error, logged with a
   throttled traceback), throttled malformed-input warnings, message-lost events and publication-sequence gaps;
+  a node adds statuses of its own to /diagnostics with :meth:`ModelNode.extra_statuses`;
 - :func:`spin_main`: ``main()`` of a node: start-up failures are one line and exit 2 or 3 (startup.run_main),
-  Ctrl-C and external shutdown end it cleanly, the worker and the backend are released.
+  Ctrl-C and external shutdown end it cleanly, the worker and the backend are released; single-threaded
+  (``rclpy.spin``) or, for a node with a waiting service callback, a multi-threaded executor.
 """
 
 from __future__ import annotations
