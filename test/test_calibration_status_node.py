@@ -14,7 +14,6 @@ Model: a small fixed-seed untrained classifier (base_channels 8, 64x96 images): 
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import statistics
@@ -266,50 +265,27 @@ def test_validate_params_unit():
 
 
 # --------------------------------------------------------------------------------------------- launch
-def test_launch_file_static():
-    """The checks of test_launch_files.py, for this node's parameter table and topics."""
-    from test_launch_files import INSTALL_LIB, INSTALL_SHARE, PKG, LaunchFile, _argument_of, _console_scripts, \
-        _const, _kw
+# The static checks of launch/calibration_status.launch.py are test_launch_files.py's (its NODES / LAUNCH_FILES
+# tables name this node's parameter module, topics and launch arguments).
+def test_launch_file_is_in_the_launch_table():
+    from test_launch_files import LAUNCH_FILES, NODES, LaunchFile
 
-    from awml_deploy_nodes.calibration_status_params import PARAM_NAMES, validate
+    assert LAUNCH_FILES["calibration_status.launch.py"] == "onnxruntime"
+    assert NODES["calibration_status_node"].params == "awml_deploy_nodes.calibration_status_params"
+    assert LaunchFile("calibration_status.launch.py").command()[0].endswith("/calibration_status_node")
 
-    topics = {"~/input/pointcloud", "~/input/image", "~/input/camera_info", "~/input/odometry",
-              "~/output/calibration_status", "~/debug/inference_stats", "~/debug/preview"}
-    lf = LaunchFile("calibration_status.launch.py")
-    exe = _const(_kw(lf.node, "executable"))
-    assert exe in _console_scripts() and (INSTALL_LIB / exe).is_file()
-    pfile = lf.param_file()
-    assert pfile.is_file() and (INSTALL_SHARE / "config" / pfile.name).is_file(), pfile
-    file_params = yaml.safe_load(pfile.read_text())["/**"]["ros__parameters"]
-    merged = dict(file_params)
-    used = {_argument_of(e, lf.helpers) for e in _kw(lf.node, "parameters").elts if not isinstance(e, ast.Dict)}
-    for key, value in lf.dict_params().items():
-        assert key in PARAM_NAMES, key
-        arg = _argument_of(value, lf.helpers)
-        assert arg == key, (key, arg)
-        default = _const(_kw(lf.arguments[arg], "default_value"))
-        assert key not in file_params or file_params[key] == default, (key, default, file_params[key])
-        merged[key] = default
-        used.add(arg)
-    validate(merged)
-    for pair in _kw(lf.node, "remappings").elts:
-        src, dst = pair.elts
-        assert _const(src) in topics, _const(src)
-        used.add(_argument_of(dst, lf.helpers))
-    assert used == set(lf.arguments), set(lf.arguments) - used
-    cmd = lf.command()
-    assert cmd[0] == f"install/{PKG}/lib/{PKG}/{exe}" and "--ros-args" in cmd
-    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--params-file"] == [f"config/{pfile.name}"]
-    for i, a in enumerate(cmd):
-        if a == "-p":
-            assert cmd[i + 1].split(":=")[0] in PARAM_NAMES, cmd[i + 1]
-        if a == "-r" and cmd[i + 1].startswith("~/"):
-            assert cmd[i + 1].split(":=")[0] in topics, cmd[i + 1]
-    # the command's remappings are the launch arguments' defaults
-    remaps = dict(cmd[i + 1].split(":=", 1) for i, a in enumerate(cmd) if a == "-r")
-    for pair in _kw(lf.node, "remappings").elts:
-        src, dst = pair.elts
-        assert remaps[_const(src)] == _const(_kw(lf.arguments[_argument_of(dst, lf.helpers)], "default_value"))
+
+def test_node_uses_the_shared_plumbing():
+    """No mailbox, worker loop, parameter declaration, loader call, stats message or main() of its own:
+    node_runtime's (as for centerpoint_node and yolox_node)."""
+    src = (ROOT / "awml_deploy_nodes" / "awml_deploy_nodes" / "calibration_status_node.py").read_text()
+    for own in ("class _Mailbox", "threading.Thread(", "def _work(", "rclpy.spin(", "executor.spin(",
+                "declare_read_only(", "def _on_lost(", "load_pipeline(", "InferenceStats(", "run_main(",
+                "except Exception"):
+        assert own not in src, f"calibration_status_node defines {own!r} itself; node_runtime has it"
+    params_src = (ROOT / "awml_deploy_nodes" / "awml_deploy_nodes" / "calibration_status_params.py").read_text()
+    for shared in ('ParamSpec("bundle_dir"', 'ParamSpec("backend"', "_DEVICE", "def _fail("):
+        assert shared not in params_src, f"calibration_status_params defines {shared!r}; node_params has it"
 
 
 def test_documented_command_starts_the_node(tmp_path, ros_env, tiny_ckpt):

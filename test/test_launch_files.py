@@ -5,7 +5,7 @@ parameter file exists, is installed, and loads as ROS parameters that the node d
 parameter set from a launch argument is a declared node parameter fed by the argument of the same name; every
 LaunchConfiguration is declared and every declared argument is used; remappings name the node's topics; the
 one-line command in the docstring (a line starting with "$ ") uses the same executable, parameter file,
-parameters and topics.
+parameters and topics, its remappings being the launch arguments' defaults.
 Dynamic: the documented command starts the node (TensorRT: fails with one line where TensorRT is absent), and,
 where `launch_ros` imports, the launch file itself starts a node that answers a cloud.
 Every check runs for each node's launch files (NODES: its parameter table and topics).
@@ -39,6 +39,7 @@ class NodeSpec:
     topics: frozenset[str]  # the node's own topics (remappable)
     input_topic: str  # the one every launch file and command remaps
     param_keys: tuple[str, ...]  # top-level keys a parameter file may use
+    arguments: tuple[str, ...] = ("input_topic", "param_file")  # launch arguments every launch file declares
 
 
 NODES = {
@@ -48,10 +49,16 @@ NODES = {
     "yolox_node": NodeSpec("awml_deploy_nodes.yolox_params", frozenset(
         {"~/input/image", "~/input/image/compressed", "~/output/detections", "~/output/objects",
          "~/debug/inference_stats"}), "~/input/image", ("/**", "yolox_node", "/yolox_node")),
+    "calibration_status_node": NodeSpec("awml_deploy_nodes.calibration_status_params", frozenset(
+        {"~/input/pointcloud", "~/input/image", "~/input/camera_info", "~/input/odometry",
+         "~/output/calibration_status", "~/debug/inference_stats", "~/debug/preview"}), "~/input/pointcloud",
+        ("/**", "calibration_status_node", "/calibration_status_node"),
+        ("pointcloud_topic", "image_topic", "camera_info_topic", "param_file")),
 }
 # launch file -> the backend its parameters select
 LAUNCH_FILES = {"centerpoint.launch.py": "onnxruntime", "centerpoint_trt.launch.py": "tensorrt",
-                "yolox.launch.py": "onnxruntime", "yolox_trt.launch.py": "tensorrt"}
+                "yolox.launch.py": "onnxruntime", "yolox_trt.launch.py": "tensorrt",
+                "calibration_status.launch.py": "onnxruntime"}
 
 
 # --------------------------------------------------------------------------------------------- ast helpers
@@ -211,8 +218,8 @@ def test_launch_file_static(name):
     for call in (c for h in lf.helpers for c in _calls(lf.tree, h)):
         assert _const(call.args[0]) in lf.arguments, f"{name}: {_name(call.func)}({_const(call.args[0])!r}) undeclared"
     assert used == set(lf.arguments), f"{name}: declared but unused arguments {set(lf.arguments) - used}"
-    for required in ("input_topic", "param_file"):
-        assert required in lf.arguments
+    for required in spec.arguments:
+        assert required in lf.arguments, f"{name}: no launch argument {required!r}"
     if LAUNCH_FILES[name] == "tensorrt":
         assert {"bundle_dir", "precision"} <= set(lf.arguments)
 
@@ -228,6 +235,13 @@ def test_launch_file_static(name):
         if a == "-r" and cmd[i + 1].startswith("~/"):
             assert cmd[i + 1].split(":=")[0] in spec.topics, cmd[i + 1]
     assert any(a.startswith(f"{spec.input_topic}:=") for a in cmd)
+    # the command's remappings are the defaults of the launch arguments they stand for
+    remaps = dict(cmd[i + 1].split(":=", 1) for i, a in enumerate(cmd) if a == "-r")
+    for pair in _kw(lf.node, "remappings").elts:
+        src, dst = pair.elts
+        arg = _argument_of(dst, lf.helpers)
+        if arg is not None and _const(src) in remaps:
+            assert remaps[_const(src)] == _const(_kw(lf.arguments[arg], "default_value")), (name, _const(src))
 
 
 # --------------------------------------------------------------------------------------------- dynamic

@@ -38,11 +38,16 @@ Topics (relative to the node, ``calibration_status_node`` by default):
 
 Modes: ``active`` classifies every synchronized pair (the newest wins when the node is behind: the waiting one is
 counted as dropped), ``periodic`` the newest pair every ``period_s`` (a tick without a new pair does nothing),
-``manual`` on a trigger. Threads: a multi-threaded executor runs the subscriptions and timers in one
-mutually exclusive group and the trigger service in another (so a call can wait for its result while messages
-keep arriving); one worker thread runs the pipeline. A bad message never stops the node: it is counted by kind; a
-failure inside one pair is logged (throttled) and counted as internal_error. Start-up failures are one line and
-exit 2 (configuration) or 3 (artifact, backend), as for centerpoint_node.
+``manual`` on a trigger. Threads: a multi-threaded executor runs the subscriptions and timers in the node's
+default (mutually exclusive) group and the trigger service in another (so a call can wait for its result while
+messages keep arriving); one worker thread runs the pipeline. A bad message never stops the node: it is counted by
+kind; a failure inside one pair is logged (throttled) and counted as internal_error. Start-up failures are one line
+and exit 2 (configuration) or 3 (artifact, backend).
+
+The plumbing (parameter table, loader call, mailbox, worker and its one broad catch, NodeHealth, InferenceStats,
+start-up errors, main) is node_runtime's, shared with ``centerpoint_node`` and ``yolox_node``; what is the
+calibration node's own is here (modes, odometry gate, trigger, extrinsic, preview, its two extra statuses), in
+:mod:`.approx_sync` (the synchronizer) and :mod:`.tf_static` (the static transform tree).
 """
 
 from __future__ import annotations
@@ -52,31 +57,28 @@ import os
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
-from awml_deploy_core.errors import AwmlDeployError, DatasetError
-from awml_deploy_msgs.msg import CalibrationStatus, InferenceStats
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from awml_deploy_core.errors import DatasetError
+from awml_deploy_msgs.msg import CalibrationStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 
 from .approx_sync import APPROX_DROP_REASONS, ApproximateTimeSync, SyncedSet, stamp_to_ns
-from .calibration_status_params import PARAMS, CalibNodeParams, validate
+from .calibration_status_params import DEFAULT_CHECKPOINT, PARAMS, CalibNodeParams, validate
 from .conversions import MALFORMED_KINDS, MalformedCloudError, pipeline_points, validate_pointcloud2
-from .diagnostics import NodeHealth
+from .diagnostics import NodeHealth, status
 from .image_conversions import MALFORMED_IMAGE_KINDS, MalformedImageError, bgr_to_image_msg, check_image_header, \
     image_to_bgr
-from .node_params import ParamError, declare_read_only
-from .startup import init_ros, run_main
+from .node_runtime import INPUT_QOS, OUTPUT_QOS, ModelNode, read_params, spin_main
+from .node_runtime import load_model as load_family_model
 from .tf_static import MALFORMED_TF_KINDS, StaticTransforms
 
 NODE_NAME = "calibration_status_node"
@@ -87,13 +89,8 @@ PAIR_KINDS = ("size_mismatch", "no_extrinsic", "bad_input")
 MALFORMED = (tuple(f"cloud.{k}" for k in MALFORMED_KINDS) + tuple(f"image.{k}" for k in MALFORMED_IMAGE_KINDS)
              + tuple(f"camera_info.{k}" for k in CAMERA_INFO_KINDS) + tuple(f"tf.{k}" for k in MALFORMED_TF_KINDS)
              + tuple(f"pair.{k}" for k in PAIR_KINDS))
-WARN_PERIOD_S = 5.0
 TRIGGER_TIMEOUT_S = 60.0
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial")
-
-INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
-                       durability=DurabilityPolicy.VOLATILE)
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -145,10 +142,14 @@ def gate_reason(p: CalibNodeParams, odom: tuple[float, float, float] | None, now
     return None
 
 
-@dataclass
-class Job:
-    pair: SyncedSet
-    waiter: "Waiter | None" = None
+def load_model(p: CalibNodeParams) -> Any:
+    """bundle_dir, else config, else checkpoint, else the shipped model -> LoadedPipeline (warmed up)."""
+    overrides = None
+    if p.miscalibrated_threshold is not None:
+        overrides = {"miscalibrated_threshold": p.miscalibrated_threshold}
+    loaded = load_family_model(p, DEFAULT_CHECKPOINT, "calibration_status", overrides)
+    loaded.pipeline(*loaded.family.warm_up_input(loaded.cfg.model))  # first-call set-up off the first real pair
+    return loaded
 
 
 class Waiter:
@@ -164,48 +165,21 @@ class Waiter:
         self.done.set()
 
 
-class _Mailbox:
-    """One slot: a newer job replaces a waiting one (answered as superseded when it had a waiter)."""
+@dataclass
+class Job:
+    """What the worker takes from the mailbox: a synchronized (cloud, image, camera info) set, and the trigger
+    call waiting for its result (manual mode)."""
 
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._item: Job | None = None
-        self._closed = False
-
-    def put(self, job: Job) -> bool:
-        with self._cv:
-            old, self._item = self._item, job
-            self._cv.notify()
-        if old is not None and old.waiter is not None:
-            old.waiter.answer(False, "superseded by a newer trigger")
-        return old is not None
-
-    def take(self) -> Job | None:
-        with self._cv:
-            while self._item is None and not self._closed:
-                self._cv.wait()
-            if self._closed:
-                return None
-            job, self._item = self._item, None
-            return job
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
+    pair: SyncedSet
+    waiter: Waiter | None = None
 
 
-class CalibrationStatusNode(Node):
+class CalibrationStatusNode(ModelNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self.params = self._read_params()
-        p = self.params
+        self.params = p = read_params(self, PARAMS, validate)
         self.model = load_model(p)
         self.pipeline = self.model.pipeline
-        self.health = NodeHealth(self.get_fully_qualified_name(), p.processing_time_budget_ms, MALFORMED,
-                                 info={"backend": self.model.backend, "precision": self.model.precision,
-                                       "device": self.model.device, "model": self.pipeline.cfg.name,
-                                       "mode": p.mode})
         self.sync = ApproximateTimeSync(3, p.sync_queue_size, p.sync_slop_ns)
         self.tf = StaticTransforms()
         self._lock = threading.Lock()  # the counters below and the newest pair
@@ -216,54 +190,39 @@ class CalibrationStatusNode(Node):
         self._odom: tuple[float, float, float] | None = None  # (monotonic receive time, speed, |yaw rate|)
         self._last: dict[str, Any] | None = None  # the last result, for /diagnostics
 
-        self._sensors = MutuallyExclusiveCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
         self._status_pub = self.create_publisher(CalibrationStatus, "~/output/calibration_status", OUTPUT_QOS)
-        self._stats_pub = self.create_publisher(InferenceStats, "~/debug/inference_stats", OUTPUT_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._preview_pub = self.create_publisher(Image, "~/debug/preview", OUTPUT_QOS) if p.publish_preview else None
-
-        self._mailbox = _Mailbox()
-        self._worker = threading.Thread(target=self._work, name="calibration_worker", daemon=True)
-        self._worker.start()
-        g = self._sensors
-        self.create_subscription(PointCloud2, "~/input/pointcloud", self._on_cloud, INPUT_QOS, callback_group=g)
-        self.create_subscription(Image, "~/input/image", self._on_image, INPUT_QOS, callback_group=g)
-        self.create_subscription(CameraInfo, "~/input/camera_info", self._on_info, INPUT_QOS, callback_group=g)
+        self.start_runtime(NodeHealth(self.get_fully_qualified_name(), p.processing_time_budget_ms, MALFORMED,
+                                      info={"backend": self.model.backend, "precision": self.model.precision,
+                                            "device": self.model.device, "model": self.pipeline.cfg.name,
+                                            "mode": p.mode},
+                                      noun="inputs", accepted_kinds=(), overflow_keys=()),
+                           "calibration_worker")
+        # Subscriptions and timers share the node's default (mutually exclusive) callback group; the trigger
+        # service has its own, so that a call can wait for the worker while messages keep arriving.
+        self.subscribe(PointCloud2, "~/input/pointcloud", self._on_cloud)
+        self.subscribe(Image, "~/input/image", self._on_image)
+        self.subscribe(CameraInfo, "~/input/camera_info", self._on_info)
         if p.extrinsic is None:
             tf_type, self.tf_type_name = tf_static_type()
-            self.create_subscription(tf_type, p.tf_static_topic, self._on_tf, TF_STATIC_QOS, callback_group=g)
+            self.create_subscription(tf_type, p.tf_static_topic, self._on_tf, TF_STATIC_QOS)
         if p.use_odometry:
             from nav_msgs.msg import Odometry
 
-            self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, INPUT_QOS, callback_group=g)
+            self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, INPUT_QOS)
         if p.mode == "periodic":
-            self.create_timer(p.period_s, self._on_period, callback_group=g)
+            self.create_timer(p.period_s, self._on_period)
         if p.mode == "manual":
             from std_srvs.srv import Trigger
 
-            self.create_service(Trigger, "~/trigger", self._on_trigger, callback_group=self._service_group)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics, callback_group=g)
+            self.create_service(Trigger, "~/trigger", self._on_trigger,
+                                callback_group=MutuallyExclusiveCallbackGroup())
         ext = "from parameters" if p.extrinsic is not None else f"from {p.tf_static_topic} ({self.tf_type_name})"
         self.get_logger().info(
             f"ready: {self.model.backend} ({self.model.precision}, {self.model.device}) from {self.model.source}; "
             f"mode {p.mode}; extrinsic {ext}; pid {os.getpid()}")
 
-    # ------------------------------------------------------------------ parameters
-    def _read_params(self) -> CalibNodeParams:
-        values = declare_read_only(self, PARAMS, dynamic_typing=True)
-        overrides = getattr(self, "_parameter_overrides", {}) or {}
-        for name, param in overrides.items():
-            if not self.has_parameter(name) and not name.startswith("qos_overrides."):
-                values[name] = getattr(param, "value", param)
-        return validate(values)
-
-    # ------------------------------------------------------------------ inputs (executor, sensors group)
-    def _malformed(self, kind: str, detail: str) -> None:
-        total = self.health.on_malformed(kind)
-        self.get_logger().warning(f"dropped: {detail} [{total} malformed inputs so far; counts per kind on "
-                                  f"/diagnostics]", throttle_duration_sec=WARN_PERIOD_S)
-
+    # ------------------------------------------------------------------ inputs (executor, default group)
     def _add(self, index: int, msg: Any, checked: Any) -> None:
         with self._lock:
             self._messages[index] += 1
@@ -274,7 +233,7 @@ class CalibrationStatusNode(Node):
         try:
             valid = validate_pointcloud2(msg, self.params.max_points)
         except MalformedCloudError as e:
-            self._malformed(f"cloud.{e.kind}", str(e))
+            self.on_malformed(e, f"cloud.{e.kind}")
             return
         self._add(CLOUD, msg, valid)
 
@@ -282,7 +241,7 @@ class CalibrationStatusNode(Node):
         try:
             check_image_header(msg, self.params.max_pixels)
         except MalformedImageError as e:
-            self._malformed(f"image.{e.kind}", str(e))
+            self.on_malformed(e, f"image.{e.kind}")
             return
         self._add(IMAGE, msg, None)
 
@@ -290,13 +249,13 @@ class CalibrationStatusNode(Node):
         try:
             k = camera_matrix(msg)
         except ValueError as e:
-            self._malformed(f"camera_info.{e}", f"camera info ({e}): K {list(msg.k)}, {msg.width}x{msg.height}")
+            self.on_malformed(f"camera info ({e}): K {list(msg.k)}, {msg.width}x{msg.height}", f"camera_info.{e}")
             return
         self._add(INFO, msg, k)
 
     def _on_tf(self, msg: Any) -> None:
         for err in self.tf.add_message(msg):
-            self._malformed(f"tf.{err.kind}", str(err))
+            self.on_malformed(err, f"tf.{err.kind}")
 
     def _on_odometry(self, msg: Any) -> None:
         v = msg.twist.twist.linear
@@ -313,22 +272,20 @@ class CalibrationStatusNode(Node):
             self._submit(Job(pair))
 
     def _submit(self, job: Job) -> None:
-        self.health.on_received(self._mailbox.put(job))
-
-    def _take_newest(self) -> SyncedSet | None:
-        with self._lock:
-            if self._newest is None or self._newest_taken:
-                return None
-            self._newest_taken = True
-            return self._newest
+        """Into the mailbox; a job it replaces is a dropped pair, and its trigger call is answered."""
+        old = self._mailbox.swap(job)
+        if old is not None and old.waiter is not None:
+            old.waiter.answer(False, "superseded by a newer trigger")
+        self.health.on_received(old is not None)
 
     def _on_period(self) -> None:
-        pair = self._take_newest()
-        if pair is None:
-            with self._lock:
+        with self._lock:
+            pair = None if self._newest_taken else self._newest
+            self._newest_taken = True
+            if pair is None:
                 self._counts["no_pair"] += 1
-            return
-        self._submit(Job(pair))
+        if pair is not None:
+            self._submit(Job(pair))
 
     def _on_trigger(self, request: Any, response: Any) -> Any:
         with self._lock:
@@ -360,20 +317,13 @@ class CalibrationStatusNode(Node):
         return self.tf.lookup(camera_frame, lidar_frame)
 
     # ------------------------------------------------------------------ worker thread
-    def _work(self) -> None:
-        while True:
-            job = self._mailbox.take()
-            if job is None:
-                return
-            try:
-                ok, message = self._process(job.pair)
-            except Exception:  # noqa: BLE001
-                # The one broad catch (as in centerpoint_node): whatever fails inside one pair must not stop the
-                # node. Counted as internal_error, logged with its traceback (throttled).
-                self.health.on_internal_error()
-                self.get_logger().error(f"classifying a pair failed (counted as internal_error, node continues):\n"
-                                        f"{traceback.format_exc()}", throttle_duration_sec=WARN_PERIOD_S)
-                ok, message = False, "internal error (see the node's log)"
+    def process_item(self, job: Job) -> None:
+        """Classify one pair; a waiting trigger call gets the result (or, when the pair failed inside the node, the
+        failure, which node_runtime's worker counts and logs)."""
+        ok, message = False, "internal error (see the node's log)"
+        try:
+            ok, message = self._process(job.pair)
+        finally:
             if job.waiter is not None:
                 job.waiter.answer(ok, message)
 
@@ -388,12 +338,12 @@ class CalibrationStatusNode(Node):
         lidar_frame, camera_frame = self.frames(cloud, image)
         T = self.extrinsic(lidar_frame, camera_frame)
         if T is None:
-            self._malformed("pair.no_extrinsic", f"no static transform from {lidar_frame!r} to {camera_frame!r} yet "
-                                                 f"(known: {self.tf.describe()})")
+            self.on_malformed(f"pair without extrinsic: no static transform from {lidar_frame!r} to {camera_frame!r} "
+                              f"yet (known: {self.tf.describe()})", "pair.no_extrinsic")
             return False, f"no extrinsic from {lidar_frame!r} to {camera_frame!r}"
         if (int(info.width), int(info.height)) != (int(image.width), int(image.height)):
-            self._malformed("pair.size_mismatch", f"camera info {info.width}x{info.height} but image "
-                                                  f"{image.width}x{image.height}")
+            self.on_malformed(f"pair: camera info {info.width}x{info.height} but image {image.width}x{image.height}",
+                              "pair.size_mismatch")
             return False, "camera info and image sizes differ"
         points, cloud_info = pipeline_points(valid)
         bgr, _ = image_to_bgr(image, self.params.max_pixels)
@@ -404,23 +354,19 @@ class CalibrationStatusNode(Node):
         try:
             out = self.pipeline(bgr, points, k, T)
         except DatasetError as e:
-            self._malformed("pair.bad_input", str(e))
+            self.on_malformed(f"pair: {e}", "pair.bad_input")
             return False, str(e)
         header = Header(stamp=image.header.stamp, frame_id=camera_frame)
-        status = CalibrationStatus(header=header, is_calibrated=bool(out.is_calibrated),
-                                   calibrated_score=float(out.calibrated_score),
-                                   miscalibrated_score=float(out.miscalibrated_score),
-                                   camera_frame_id=camera_frame, lidar_frame_id=lidar_frame)
-        self._status_pub.publish(status)
+        self._status_pub.publish(CalibrationStatus(
+            header=header, is_calibrated=bool(out.is_calibrated), calibrated_score=float(out.calibrated_score),
+            miscalibrated_score=float(out.miscalibrated_score), camera_frame_id=camera_frame,
+            lidar_frame_id=lidar_frame))
         total_ms = (time.perf_counter() - t0) * 1e3
         latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(image.header.stamp)) / 1e6
         t = out.timings_ms
-        stats = InferenceStats(header=header, backend=self.model.backend, precision=self.model.precision,
-                               preprocess_ms=float(t["input_build"] + t_convert), inference_ms=float(t["inference"]),
-                               postprocess_ms=float(t["postprocess"]), total_ms=float(total_ms),
-                               pipeline_latency_ms=float(latency_ms), input_size=int(cloud_info.num_points),
-                               output_count=int(out.projected_points))
-        self._stats_pub.publish(stats)
+        self.publish_stats(header, {"preprocess": t["input_build"] + t_convert, "inference": t["inference"],
+                                    "postprocess": t["postprocess"]}, total_ms, latency_ms, cloud_info.num_points,
+                           out.projected_points)
         self.health.on_processed(total_ms, latency_ms, None)
         result = {"is_calibrated": bool(out.is_calibrated), "calibrated_score": float(out.calibrated_score),
                   "miscalibrated_score": float(out.miscalibrated_score), "projected_points": int(out.projected_points),
@@ -430,7 +376,7 @@ class CalibrationStatusNode(Node):
             self._last = result
         if self._preview_pub is not None:
             self._preview_pub.publish(bgr_to_image_msg(self.preview(bgr, points, k, T), header))
-        self._publish_diagnostics()
+        self.publish_diagnostics()
         verdict = "calibrated" if out.is_calibrated else "miscalibrated"
         return True, (f"{verdict}: calibrated_score={out.calibrated_score:.6f} miscalibrated_score="
                       f"{out.miscalibrated_score:.6f} projected_points={out.projected_points} stamp="
@@ -450,34 +396,24 @@ class CalibrationStatusNode(Node):
             out[hit] = colours[hit]
         return out
 
-    # ------------------------------------------------------------------ diagnostics
-    def _publish_diagnostics(self) -> None:
-        msg = self.health.report(self.get_clock().now().to_msg())
-        msg.status.extend([self._status_diag(), self._sync_diag()])
-        self._diag_pub.publish(msg)
-
-    def _kv(self, values: list[tuple[str, Any]]) -> list[KeyValue]:
-        return [KeyValue(key=k, value=("" if v is None else f"{v:.6f}" if isinstance(v, float) else str(v).lower()
-                                        if isinstance(v, bool) else str(v))) for k, v in values]
+    # ------------------------------------------------------------------ diagnostics (after NodeHealth's two)
+    def extra_statuses(self) -> list[DiagnosticStatus]:
+        return [self._status_diag(), self._sync_diag()]
 
     def _status_diag(self) -> DiagnosticStatus:
         name = self.get_fully_qualified_name()
         with self._lock:
             last = dict(self._last) if self._last else None
         if last is None:
-            return DiagnosticStatus(level=DiagnosticStatus.STALE, name=f"{name}: calibration_status",
-                                    hardware_id=name, message="no pair classified yet")
+            return status(name, "calibration_status", DiagnosticStatus.STALE, "no pair classified yet", [])
         calibrated = last["is_calibrated"]
         confidence = last["calibrated_score"] if calibrated else last["miscalibrated_score"]
         text = (f"{'calibrated' if calibrated else 'MISCALIBRATED'} (confidence {confidence:.3f}, "
                 f"{last['projected_points']} projected points)")
-        values = [("is_calibrated", calibrated), ("confidence", confidence), *last.items()]
-        return DiagnosticStatus(level=DiagnosticStatus.OK if calibrated else DiagnosticStatus.ERROR,
-                                name=f"{name}: calibration_status", hardware_id=name, message=text,
-                                values=self._kv(values))
+        return status(name, "calibration_status", DiagnosticStatus.OK if calibrated else DiagnosticStatus.ERROR,
+                      text, [("is_calibrated", calibrated), ("confidence", confidence), *last.items()], 6)
 
     def _sync_diag(self) -> DiagnosticStatus:
-        name = self.get_fully_qualified_name()
         with self._lock:
             messages, counts = list(self._messages), dict(self._counts)
         dropped = dict(self.sync.dropped)
@@ -490,61 +426,11 @@ class CalibrationStatusNode(Node):
         ]
         level = DiagnosticStatus.WARN if sum(dropped.values()) else DiagnosticStatus.OK
         text = f"{counts['pairs']} pairs, {counts['classified']} classified, {sum(dropped.values())} messages unpaired"
-        return DiagnosticStatus(level=level, name=f"{name}: synchronizer", hardware_id=name, message=text,
-                                values=self._kv(values))
-
-    # ------------------------------------------------------------------ shutdown
-    def close(self, timeout: float = 10.0) -> None:
-        self._mailbox.close()
-        self._worker.join(timeout)
-        self.model.close()
-
-
-def load_model(p: CalibNodeParams) -> Any:
-    """bundle_dir, else config, else checkpoint, else the shipped model -> LoadedPipeline (warmed up)."""
-    from awml_deploy_core.families import get_family
-    from awml_deploy_core.loader import load_pipeline
-
-    overrides = None
-    if p.miscalibrated_threshold is not None:
-        overrides = {"miscalibrated_threshold": p.miscalibrated_threshold}
-    source = p.bundle_dir or p.config or p.checkpoint or get_family("calibration_status").default_checkpoint
-    try:
-        loaded = load_pipeline(source, p.backend, p.device or None, checkpoint=p.checkpoint or None,
-                               model_overrides=overrides, onnx_cache_dir=p.onnx_cache_dir or None)
-    except AwmlDeployError as e:
-        named = [n for n in ("checkpoint", "bundle_dir", "config") if getattr(p, n) and getattr(p, n) in str(e)]
-        raise type(e)(f"parameter '{named[0]}': {e}" if named else str(e)) from None
-    if loaded.family.name != "calibration_status":
-        loaded.close()
-        raise ParamError(f"parameter '{'bundle_dir' if p.bundle_dir else 'config' if p.config else 'checkpoint'}': "
-                         f"a {loaded.family.name} model, not a calibration_status one")
-    loaded.pipeline(*loaded.family.warm_up_input(loaded.cfg.model))  # first-call set-up off the first real pair
-    return loaded
+        return status(self.get_fully_qualified_name(), "synchronizer", level, text, values, 6)
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_main("calibration_status_node", lambda: _run(args))
-
-
-def _run(args: list[str] | None) -> int:
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-
-    init_ros(args)
-    node = CalibrationStatusNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return spin_main("calibration_status_node", CalibrationStatusNode, args, threads=2)
 
 
 if __name__ == "__main__":

@@ -1,35 +1,40 @@
 """Parameters of ``calibration_status_node``: one table (name, default, description), one validation function.
 
-Pure Python (no rclpy import), like node_params.py whose ParamSpec, ParamError and declare_read_only it reuses:
-tests and the launch-file checks read the table without a ROS context, and every wrong value is ONE line naming
-the parameter, the value and what is allowed.
+Pure Python (no rclpy import), like :mod:`.node_params`, whose shared parts it uses: the model-source parameters
+(bundle_dir, config, checkpoint, onnx_cache_dir, backend, device, precision) and diagnostics_period_s have the
+same names, meaning and checks as the other model nodes'. Every wrong value is ONE line naming the parameter, the
+value and what is allowed.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from awml_deploy_core.config import BACKENDS
-
-from .node_params import ParamError, ParamSpec
+from .node_params import (
+    DEFAULT_MAX_POINTS,
+    DIAGNOSTICS_PERIOD,
+    ModelSourceParams,
+    ParamError,
+    ParamSpec,
+    _bool,
+    _fail,
+    _number,
+    _positive,
+    _positive_int,
+    _string,
+    check_names,
+    model_source_params,
+    probability_or_default,
+    validate_model_source,
+)
 from .tf_static import extrinsic_from_values
 
 MODES = ("periodic", "manual", "active")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+DEFAULT_CHECKPOINT = "package://awml_deploy_core/checkpoints/calibration_status_small.pth"
 
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("bundle_dir", "", "Export bundle folder of the calibration_status family (manifest.json).",
-              "empty, or a folder holding manifest.json; exclusive with 'config'"),
-    ParamSpec("config", "", "Deploy config YAML (config/calibration_status.yaml) used when bundle_dir is empty.",
-              "empty, or a YAML file; exclusive with 'bundle_dir'"),
-    ParamSpec("checkpoint", "", "Checkpoint path or package:// URI; overrides the config's/bundle's. All three empty: "
-              "the shipped package://awml_deploy_core/checkpoints/calibration_status_small.pth."),
-    ParamSpec("onnx_cache_dir", "", "Where ONNX graphs exported on the fly go (onnxruntime without bundle_dir)."),
-    ParamSpec("backend", "onnxruntime", "Inference backend.", "one of " + ", ".join(BACKENDS)),
-    ParamSpec("device", "", "Torch device. Empty: the config's.", "empty, cpu, cuda or cuda:N"),
+    *model_source_params(DEFAULT_CHECKPOINT, "calibration classifier graph"),
     ParamSpec("mode", "periodic",
               "When a synchronized lidar/camera pair is classified: periodic (the newest pair every period_s), "
               "manual (on a std_srvs/Trigger call of ~/trigger; the reply carries the result) or active (every "
@@ -61,22 +66,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_preview", False, "Publish ~/debug/preview (sensor_msgs/Image, bgr8): the projected lidar "
               "depth over the image as the model saw it (an extra input build per classified pair)."),
     ParamSpec("processing_time_budget_ms", 1000.0, "Per-pair budget; /diagnostics warns above it.", "> 0"),
-    ParamSpec("max_points", 2_000_000, "Clouds with more points are dropped as malformed.", ">= 1"),
+    ParamSpec("max_points", DEFAULT_MAX_POINTS, "Clouds with more points are dropped as malformed.", ">= 1"),
     ParamSpec("max_pixels", 7680 * 4320, "Images with more pixels are dropped as malformed.", ">= 1"),
-    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics.", "> 0"),
+    DIAGNOSTICS_PERIOD,
 )
 PARAM_NAMES = tuple(p.name for p in PARAMS)
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 @dataclass(frozen=True)
-class CalibNodeParams:
-    bundle_dir: str
-    config: str
-    checkpoint: str
-    onnx_cache_dir: str
-    backend: str
-    device: str
+class CalibNodeParams(ModelSourceParams):
     mode: str
     period_s: float
     sync_queue_size: int
@@ -97,88 +96,41 @@ class CalibNodeParams:
     diagnostics_period_s: float
 
 
-def _fail(name: str, what: str, value: Any) -> ParamError:
-    shown = repr(value)
-    return ParamError(f"parameter '{name}': {what} (got {shown if len(shown) <= 80 else shown[:77] + '...'})")
-
-
-def _string(values: dict[str, Any], name: str) -> str:
-    v = values[name]
-    if not isinstance(v, str):
-        raise _fail(name, "must be a string", v)
-    return v.strip()
-
-
-def _number(values: dict[str, Any], name: str, positive: bool = False) -> float:
-    v = values[name]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        raise _fail(name, "must be a finite number", v)
-    if positive and v <= 0:
-        raise _fail(name, "must be > 0", v)
-    return float(v)
-
-
-def _int(values: dict[str, Any], name: str) -> int:
-    v = values[name]
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _fail(name, "must be an integer >= 1", v)
-    return int(v)
-
-
-def _bool(values: dict[str, Any], name: str) -> bool:
-    v = values[name]
-    if not isinstance(v, bool):
-        raise _fail(name, "must be true or false", v)
-    return v
-
-
 def validate(values: dict[str, Any]) -> CalibNodeParams:
     """Check every parameter (missing names take their defaults); raise ParamError with one line."""
-    unknown = sorted(set(values) - set(PARAM_NAMES))
-    if unknown:
-        raise ParamError(f"unknown parameter(s) {unknown}; known: {', '.join(PARAM_NAMES)}")
+    check_names(values, PARAM_NAMES)
     values = {**DEFAULTS, **values}
-    bundle_dir, config = _string(values, "bundle_dir"), _string(values, "config")
-    if bundle_dir and config:
-        raise ParamError(f"parameters 'bundle_dir' and 'config' are exclusive (got {bundle_dir!r}, {config!r})")
-    backend = _string(values, "backend")
-    if backend not in BACKENDS:
-        raise _fail("backend", f"must be one of {', '.join(BACKENDS)}", backend)
-    device = _string(values, "device")
-    if device and not _DEVICE.match(device):
-        raise _fail("device", "must be empty, cpu, cuda or cuda:N", device)
+    source = validate_model_source(values)
     mode = _string(values, "mode")
     if mode not in MODES:
         raise _fail("mode", f"must be one of {', '.join(MODES)}", mode)
     slop = _number(values, "sync_slop_s")
     if slop < 0:
         raise _fail("sync_slop_s", "must be >= 0", slop)
-    ext = values["extrinsic"]
+    return CalibNodeParams(
+        **source, mode=mode, period_s=_positive(values, "period_s"),
+        sync_queue_size=_positive_int(values, "sync_queue_size"), sync_slop_ns=int(round(slop * 1e9)),
+        extrinsic=_extrinsic(values["extrinsic"]), tf_static_topic=_string(values, "tf_static_topic"),
+        lidar_frame_id=_string(values, "lidar_frame_id"), camera_frame_id=_string(values, "camera_frame_id"),
+        use_odometry=_bool(values, "use_odometry"), max_speed_mps=_positive(values, "max_speed_mps"),
+        max_yaw_rate_rps=_positive(values, "max_yaw_rate_rps"),
+        odometry_timeout_s=_positive(values, "odometry_timeout_s"),
+        miscalibrated_threshold=probability_or_default(values, "miscalibrated_threshold"),
+        publish_preview=_bool(values, "publish_preview"),
+        processing_time_budget_ms=_positive(values, "processing_time_budget_ms"),
+        max_points=_positive_int(values, "max_points"), max_pixels=_positive_int(values, "max_pixels"),
+        diagnostics_period_s=_positive(values, "diagnostics_period_s"),
+    )
+
+
+def _extrinsic(ext: Any) -> Any:
+    """[0.0] -> None (look it up on tf_static_topic), else the (4, 4) T_cam_lidar of 16, 6 or 7 numbers."""
     if isinstance(ext, (str, bytes)) or not isinstance(ext, (list, tuple)) or \
             not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ext):
         raise _fail("extrinsic", "must be a list of numbers", ext)
     if len(ext) == 1 and float(ext[0]) == 0.0:
-        extrinsic = None
-    else:
-        try:
-            extrinsic = extrinsic_from_values(ext, "parameter 'extrinsic'")
-        except ValueError as e:
-            raise ParamError(str(e)) from None
-    threshold = _number(values, "miscalibrated_threshold")
-    if threshold > 1.0:
-        raise _fail("miscalibrated_threshold", "must be negative (model default) or in [0, 1]", threshold)
-    return CalibNodeParams(
-        bundle_dir=bundle_dir, config=config, checkpoint=_string(values, "checkpoint"),
-        onnx_cache_dir=_string(values, "onnx_cache_dir"), backend=backend, device=device, mode=mode,
-        period_s=_number(values, "period_s", True), sync_queue_size=_int(values, "sync_queue_size"),
-        sync_slop_ns=int(round(slop * 1e9)), extrinsic=extrinsic, tf_static_topic=_string(values, "tf_static_topic"),
-        lidar_frame_id=_string(values, "lidar_frame_id"), camera_frame_id=_string(values, "camera_frame_id"),
-        use_odometry=_bool(values, "use_odometry"), max_speed_mps=_number(values, "max_speed_mps", True),
-        max_yaw_rate_rps=_number(values, "max_yaw_rate_rps", True),
-        odometry_timeout_s=_number(values, "odometry_timeout_s", True),
-        miscalibrated_threshold=None if threshold < 0 else threshold,
-        publish_preview=_bool(values, "publish_preview"),
-        processing_time_budget_ms=_number(values, "processing_time_budget_ms", True),
-        max_points=_int(values, "max_points"), max_pixels=_int(values, "max_pixels"),
-        diagnostics_period_s=_number(values, "diagnostics_period_s", True),
-    )
+        return None
+    try:
+        return extrinsic_from_values(ext, "parameter 'extrinsic'")
+    except ValueError as e:
+        raise ParamError(str(e)) from None

@@ -18,7 +18,8 @@ a periodic report of two statuses, named like diagnostic_updater names them (``<
 
 The same class serves every model node: the camera node (``yolox_node``) passes its own input noun ("images"),
 malformed and accepted kinds, no voxel counters, and the stamp-synchronisation drop reasons of its multi-camera
-mode (``sync_dropped.<reason>``: WARN, images that found no partner within the window).
+mode (``sync_dropped.<reason>``: WARN, images that found no partner within the window); ``calibration_status_node``
+passes its malformed kinds per input (``cloud.*``, ``image.*``, ...) and adds statuses of its own (:func:`status`).
 
 Counters are cumulative since start-up; ``*_in_period`` values and the levels refer to the last period.
 Every value is a string (``KeyValue``); integers are written without decimals so tools can parse them.
@@ -182,9 +183,7 @@ class NodeHealth:
         return msg
 
     def _status(self, task: str, level: bytes, message: str, values: list[tuple[str, Any]]) -> DiagnosticStatus:
-        return DiagnosticStatus(level=level, name=f"{self.node_name}: {task}", message=message,
-                                hardware_id=self.node_name,
-                                values=[KeyValue(key=k, value=_fmt(v)) for k, v in values])
+        return status(self.node_name, task, level, message, values)
 
     def _inference_status(self, p: _Period) -> DiagnosticStatus:
         times = p.times_ms
@@ -251,7 +250,14 @@ class NodeHealth:
         return self._status("input", level, text, values)
 
 
-def _fmt(v: Any) -> str:
+def status(node_name: str, task: str, level: bytes, message: str, values: Iterable[tuple[str, Any]],
+           float_digits: int = 3) -> DiagnosticStatus:
+    """One ``<node>: <task>`` status as diagnostic_updater names them; floats with ``float_digits`` decimals."""
+    return DiagnosticStatus(level=level, name=f"{node_name}: {task}", message=message, hardware_id=node_name,
+                            values=[KeyValue(key=k, value=_fmt(v, float_digits)) for k, v in values])
+
+
+def _fmt(v: Any, float_digits: int = 3) -> str:
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -259,7 +265,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.{float_digits}f}"
     return str(v)
 
 

@@ -3,6 +3,9 @@
 ``centerpoint_node``'s table is here (:data:`PARAMS`, :func:`validate`); the parts every model node shares (where
 the model comes from, backend, threshold, budget, diagnostics: :func:`model_params`, :func:`runtime_params`,
 :func:`validate_shared`) are used by ``yolox_params`` too, so both nodes take the same names with the same meaning.
+``calibration_status_params`` (a classifier: no score threshold, no Autoware objects) takes the model-source part
+(:func:`model_source_params`, :func:`validate_model_source`, :class:`ModelSourceParams`) and
+:data:`DIAGNOSTICS_PERIOD`.
 
 Pure Python (no rclpy import), so tests and the launch-file checks can read the table without a ROS
 context. The node declares every entry with a ``ParameterDescriptor`` built from it (read-only: the node
@@ -95,8 +98,8 @@ def _same_value(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def model_params(default_checkpoint: str, graphs: str) -> tuple[ParamSpec, ...]:
-    """The parameters every model node shares (where the model comes from, backend, threshold), in table order.
+def model_source_params(default_checkpoint: str, graphs: str) -> tuple[ParamSpec, ...]:
+    """Where the model comes from and what runs it (bundle_dir .. precision): every model node's, in table order.
 
     ``default_checkpoint`` is named in the 'checkpoint' description; ``graphs`` says what the backend runs.
     """
@@ -125,10 +128,20 @@ def model_params(default_checkpoint: str, graphs: str) -> tuple[ParamSpec, ...]:
                   "TensorRT precision policy the bundle's engines must have been built with (checked against the "
                   "manifest). Ignored by pytorch and onnxruntime, which run fp32.",
                   "one of " + ", ".join(TRT_PRECISIONS)),
+    )
+
+
+def model_params(default_checkpoint: str, graphs: str) -> tuple[ParamSpec, ...]:
+    """:func:`model_source_params` and the detectors' score threshold, in table order."""
+    return (
+        *model_source_params(default_checkpoint, graphs),
         ParamSpec("score_threshold", -1.0,
                   "Detections scoring below this are dropped (replaces the model's score_threshold and per-class "
                   "thresholds). Negative: keep the model config's thresholds.", "< 0 or in [0, 1]"),
     )
+
+
+DIAGNOSTICS_PERIOD = ParamSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", "> 0")
 
 
 def runtime_params(size_limit: ParamSpec, autoware_output: str) -> tuple[ParamSpec, ...]:
@@ -140,7 +153,7 @@ def runtime_params(size_limit: ParamSpec, autoware_output: str) -> tuple[ParamSp
                   "> 0"),
         size_limit,
         ParamSpec("publish_autoware_objects", False, autoware_output),
-        ParamSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", "> 0"),
+        DIAGNOSTICS_PERIOD,
     )
 
 
@@ -166,7 +179,10 @@ DEFAULTS = {p.name: p.default for p in PARAMS}
 
 
 @dataclass(frozen=True)
-class NodeParams:
+class ModelSourceParams:
+    """The values of :func:`model_source_params` (:func:`validate_model_source`); every node's parameters start
+    with them."""
+
     bundle_dir: str
     config: str
     checkpoint: str
@@ -174,6 +190,10 @@ class NodeParams:
     backend: str
     device: str
     precision: str
+
+
+@dataclass(frozen=True)
+class NodeParams(ModelSourceParams):
     score_threshold: float | None  # None: the model config's thresholds
     class_names: tuple[str, ...]
     frame_id: str
@@ -235,9 +255,8 @@ def _positive(values: dict[str, Any], name: str) -> float:
     return v
 
 
-def validate_shared(values: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of :func:`model_params` and :func:`runtime_params` (but the size limit) of a model node,
-    checked and converted: {name: value} for the node's own parameter dataclass. ``values`` holds every name."""
+def validate_model_source(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of :func:`model_source_params`, checked and converted: {name: value}."""
     bundle_dir, config = _string(values, "bundle_dir"), _string(values, "config")
     if bundle_dir and config:
         raise ParamError("parameters 'bundle_dir' and 'config' are exclusive: a bundle carries its own config "
@@ -253,13 +272,24 @@ def validate_shared(values: dict[str, Any]) -> dict[str, Any]:
     precision = _string(values, "precision")
     if precision not in TRT_PRECISIONS:
         raise _fail("precision", f"must be one of {', '.join(TRT_PRECISIONS)}", precision)
-    score = _number(values, "score_threshold")
-    if score > 1.0:
-        raise _fail("score_threshold", "must be negative (model default) or in [0, 1]", score)
+    return dict(bundle_dir=bundle_dir, config=config, checkpoint=_string(values, "checkpoint"),
+                onnx_cache_dir=_string(values, "onnx_cache_dir"), backend=backend, device=device, precision=precision)
+
+
+def probability_or_default(values: dict[str, Any], name: str) -> float | None:
+    """A threshold parameter: negative -> None (the model config's), else a value in [0, 1]."""
+    v = _number(values, name)
+    if v > 1.0:
+        raise _fail(name, "must be negative (model default) or in [0, 1]", v)
+    return None if v < 0 else v
+
+
+def validate_shared(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of :func:`model_params` and :func:`runtime_params` (but the size limit) of a model node,
+    checked and converted: {name: value} for the node's own parameter dataclass. ``values`` holds every name."""
     return dict(
-        bundle_dir=bundle_dir, config=config, checkpoint=_string(values, "checkpoint"),
-        onnx_cache_dir=_string(values, "onnx_cache_dir"), backend=backend, device=device, precision=precision,
-        score_threshold=None if score < 0 else score,
+        **validate_model_source(values),
+        score_threshold=probability_or_default(values, "score_threshold"),
         processing_time_budget_ms=_positive(values, "processing_time_budget_ms"),
         publish_autoware_objects=_bool(values, "publish_autoware_objects"),
         diagnostics_period_s=_positive(values, "diagnostics_period_s"),

@@ -1,16 +1,19 @@
-"""The plumbing every model node of the package shares: ``centerpoint_node`` and ``yolox_node`` differ only in
-their messages, their conversions and what they publish.
+"""The plumbing every model node of the package shares: ``centerpoint_node``, ``yolox_node`` and
+``calibration_status_node`` differ only in their messages, their conversions and what they publish.
 
 - :func:`read_params`: declare a node's parameter table read-only and validate it (typos refused by name);
 - :func:`load_model`: parameters -> ``awml_deploy_core.loader.load_pipeline`` (the one loader of every family),
   errors naming the parameter at fault; :func:`with_model_overrides` re-thresholds a loaded model the way the
   loader's ``model_overrides`` do, when the values come from the loaded model's own config;
-- :class:`Mailbox`: the one slot between the subscription callback and the worker (newest input wins);
+- :class:`Mailbox`: the one slot between the subscription callback and the worker (newest input wins; ``swap``
+  hands back the replaced item, e.g. for a service call waiting on it);
 - :class:`ModelNode`: an rclpy ``Node`` with the health counters (``NodeHealth`` on ``/diagnostics``), the
   InferenceStats publisher, the worker thread (one broad catch per frame: counted as internal_error, logged with a
   throttled traceback), throttled malformed-input warnings, message-lost events and publication-sequence gaps;
+  a node adds statuses of its own to /diagnostics with :meth:`ModelNode.extra_statuses`;
 - :func:`spin_main`: ``main()`` of a node: start-up failures are one line and exit 2 or 3 (startup.run_main),
-  Ctrl-C and external shutdown end it cleanly, the worker and the backend are released.
+  Ctrl-C and external shutdown end it cleanly, the worker and the backend are released; single-threaded
+  (``rclpy.spin``) or, for a node with a waiting service callback, a multi-threaded executor.
 """
 
 from __future__ import annotations
@@ -117,9 +120,12 @@ class Mailbox:
 
     def put(self, item: Any) -> bool:
         """Store `item`; True when it replaced one the worker had not taken yet (a dropped input)."""
+        return self.swap(item) is not None
+
+    def swap(self, item: Any) -> Any:
+        """Store `item`; return the one it replaced (the worker had not taken it), else None."""
         with self._cv:
-            replaced = self._item is not None
-            self._item = item
+            replaced, self._item = self._item, item
             self._cv.notify()
         return replaced
 
@@ -172,7 +178,7 @@ class ModelNode(Node):
         self._last_seq: dict[bytes, int] = {}  # per publisher: last publication sequence number seen
         self._lost_total = 0  # the middleware's cumulative message-lost count
         self.health.sequence_gaps_known = CALLBACKS_WITH_INFO
-        self._timer = self.create_timer(self.params.diagnostics_period_s, self._publish_diagnostics)
+        self._timer = self.create_timer(self.params.diagnostics_period_s, self.publish_diagnostics)
 
     def subscribe(self, msg_type: Any, topic: str, on_msg: Callable[[Any], None]) -> Any:
         """A sensor-data subscription whose callback also counts sequence gaps (Iron+) and message-lost events."""
@@ -208,9 +214,9 @@ class ModelNode(Node):
             change = 1
         self.health.on_lost(change)
 
-    def on_malformed(self, e: Any) -> None:
-        """Count a malformed input by ``e.kind`` and warn (throttled)."""
-        total = self.health.on_malformed(e.kind)
+    def on_malformed(self, e: Any, kind: str | None = None) -> None:
+        """Count a malformed input by ``kind`` (default ``e.kind``) and warn (throttled); ``e`` says what it was."""
+        total = self.health.on_malformed(kind or e.kind)
         self.get_logger().warning(f"dropped a {e} [{total} malformed {self.health.noun} so far; counts per kind on "
                                   f"/diagnostics]", throttle_duration_sec=MALFORMED_WARN_PERIOD_S)
 
@@ -221,8 +227,14 @@ class ModelNode(Node):
         self.get_logger().error(f"{what} failed (counted as internal_error, node continues):\n"
                                 f"{traceback.format_exc()}", throttle_duration_sec=ERROR_LOG_PERIOD_S)
 
-    def _publish_diagnostics(self) -> None:
-        self._diag_pub.publish(self.health.report(self.get_clock().now().to_msg()))
+    def extra_statuses(self) -> list[Any]:
+        """A node's own DiagnosticStatus entries, published after NodeHealth's (none by default)."""
+        return []
+
+    def publish_diagnostics(self) -> None:
+        msg = self.health.report(self.get_clock().now().to_msg())
+        msg.status.extend(self.extra_statuses())
+        self._diag_pub.publish(msg)
 
     # ------------------------------------------------------------------ worker thread
     def process_item(self, item: Any) -> None:  # pragma: no cover - every node implements it
@@ -272,29 +284,43 @@ class ModelNode(Node):
 # --------------------------------------------------------------------------------------------------
 # main()
 # --------------------------------------------------------------------------------------------------
-def spin_main(prog: str, make_node: Callable[[], ModelNode], args: list[str] | None) -> int:
-    """Run a model node until Ctrl-C or shutdown; start-up failures: one line on stderr, exit 2 or 3."""
+def spin_main(prog: str, make_node: Callable[[], ModelNode], args: list[str] | None, threads: int = 1) -> int:
+    """Run a model node until Ctrl-C or shutdown; start-up failures: one line on stderr, exit 2 or 3.
+
+    ``threads`` > 1: a MultiThreadedExecutor of that many threads (a node whose service callback waits for the
+    worker puts it in a callback group of its own), else the single-threaded ``rclpy.spin``."""
     # The executor thread hands each input to the worker thread; both need the GIL only for short Python stretches
     # (the model's kernels release it). A shorter forced-switch interval than Python's 5 ms keeps that hand-over
     # from waiting on the other thread's time slice: measured here under CPU load, centerpoint_node's own part of
     # the latency went from 2.6-6.8 ms to 1.7-4.4 ms median (3 interleaved runs each), at no cost to the pipeline.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    return run_main(prog, lambda: _spin(make_node, args))
+    return run_main(prog, lambda: _spin(make_node, args, threads))
 
 
-def _spin(make_node: Callable[[], ModelNode], args: list[str] | None) -> int:
+def _spin(make_node: Callable[[], ModelNode], args: list[str] | None, threads: int) -> int:
     init_ros(args)
     node = make_node()
     try:
         from rclpy.executors import ExternalShutdownException
     except ImportError:  # very old rclpy
         ExternalShutdownException = KeyboardInterrupt  # noqa: N806
+    executor = None
+    if threads > 1:
+        from rclpy.executors import MultiThreadedExecutor
+
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
     try:
-        rclpy.spin(node)
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.close()
+        if executor is not None:
+            executor.shutdown()
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
