@@ -24,7 +24,6 @@ setup(
         "centerpoint_node_bench = awml_deploy_nodes.bench_node:main",
         "yolox_node = awml_deploy_nodes.yolox_node:main",
         "calibration_status_node = awml_deploy_nodes.calibration_status_node:main",
-        "calibration_replay = awml_deploy_nodes.calibration_replay:main",
         "bag_player = awml_deploy_nodes.bag_player:main",
         "output_recorder = awml_deploy_nodes.output_recorder:main",
         "replay_evaluation = awml_deploy_nodes.replay_evaluation:main",

@@ -74,15 +74,15 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
                            "region) on /awml/ground_truth/camera/<name>/objects, and awml_info/camera_infos.json "
                            "(default: 0, no camera)")
     cams.add_argument("--camera", action="store_const", dest="cameras", const=1, help="same as --cameras 1")
-    p.add_argument("--calibration-drive", action="store_true",
-                   help="a calibration-status drive instead: lidar, camera Image and CameraInfo, labels in "
-                        "<out>/calibration_labels.json (see --miscalibrated-frames)")
-    p.add_argument("--miscalibrated-frames", default="0:0", metavar="A:B",
-                   help="with --calibration-drive: frames [A, B) are seen by a camera moved away from the nominal extrinsic "
-                        "(default: none)")
+    p.add_argument("--miscalibrated-frames", metavar="A:B",
+                   help="a calibration-status drive: in frames [A, B) camera0 has moved away from its nominal "
+                        "extrinsic (its images are the moved camera's view; CameraInfo and the sidecar's lidar2cam stay "
+                        "nominal); every image's label (calibrated / ambiguous / miscalibrated) in "
+                        "awml_info/camera_infos.json. Needs --cameras (default: no miscalibrated segment)")
     p.add_argument("--miscalibration", default="3.0,0.1", metavar="DEG,M",
-                   help="with --calibration-drive: how far that camera moved, rotation degrees and translation metres "
-                        "(default: 3.0,0.1)")
+                   help="how far camera0 moved in that segment: rotation degrees, translation metres (default: 3.0,0.1)")
+    p.add_argument("--calibration-drive", action="store_true",
+                   help="short for --cameras 1 (when no camera is asked for) with --miscalibrated-frames")
     _common(p)
     p.set_defaults(func=_run_make_bag)
 
@@ -90,10 +90,22 @@ def _add_make_bag(sub: argparse._SubParsersAction) -> None:
 def _run_make_bag(args: argparse.Namespace) -> int:
     from .data.rosbag_io import write_synthetic_bag
 
-    if args.calibration_drive:
-        return _run_make_calibration_drive(args)
+    mis, rot_trans = None, (3.0, 0.1)
+    if args.calibration_drive and args.miscalibrated_frames is None:
+        raise UsageError("--calibration-drive: give --miscalibrated-frames A:B (the frames seen by the moved camera)")
+    if args.miscalibrated_frames is not None:
+        try:
+            mis = tuple(int(v) for v in args.miscalibrated_frames.split(":"))
+            rot_trans = tuple(float(v) for v in args.miscalibration.split(","))
+            if len(mis) != 2 or len(rot_trans) != 2:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"--miscalibrated-frames A:B (integers) and --miscalibration DEG,M (numbers); got "
+                             f"{args.miscalibrated_frames!r}, {args.miscalibration!r}") from None
+    cameras = max(args.cameras, 1) if args.calibration_drive else args.cameras
     bag = write_synthetic_bag(args.out, args.seconds, args.seed, args.storage, args.lidar_topic, args.gt_topic,
-                              cameras=args.cameras)
+                              cameras=cameras, miscalibrated_frames=mis,  # type: ignore[arg-type]
+                              miscalibration=rot_trans)  # type: ignore[arg-type]
     print(f"{bag.path}: {bag.frames} clouds on {bag.lidar_topic}, ground truth on {bag.gt_topic} ({bag.storage}); "
           f"AWML info file {bag.info_path}")
     if bag.cameras:
@@ -101,23 +113,9 @@ def _run_make_bag(args: argparse.Namespace) -> int:
 
         print(f"cameras: {', '.join(bag.cameras)} ({bag.frames} images each on "
               f"{', '.join(image_topic(n) for n in bag.cameras)}); 2D info file {bag.camera_info_path}")
-    return EXIT_OK
-
-
-def _run_make_calibration_drive(args: argparse.Namespace) -> int:
-    from .data.calibration_bag import write_calibration_drive
-
-    try:
-        a, b = (int(v) for v in args.miscalibrated_frames.split(":"))
-        rot, trans = (float(v) for v in args.miscalibration.split(","))
-    except ValueError:
-        raise UsageError(f"--miscalibrated-frames A:B (integers) and --miscalibration DEG,M (numbers); got "
-                         f"{args.miscalibrated_frames!r}, {args.miscalibration!r}") from None
-    drive = write_calibration_drive(args.out, args.seconds, args.seed, (a, b), rot, trans, args.storage,
-                                    lidar_topic=args.lidar_topic)
-    print(f"{drive.path}: {drive.frames} frames of lidar, Image and CameraInfo ({', '.join(drive.topics.values())}; "
-          f"{drive.storage}); frames [{a}, {b}) by a camera off by {rot:g} deg / {trans:g} m; labels "
-          f"{drive.labels_path}")
+    if mis is not None:
+        print(f"calibration drive: frames [{mis[0]}, {mis[1]}) of {bag.cameras[0]} seen by a camera off by "
+              f"{rot_trans[0]:g} deg / {rot_trans[1]:g} m; labels in {bag.camera_info_path}")
     return EXIT_OK
 
 

@@ -6,8 +6,8 @@ What a real-time replay evaluation scores. Three topics, each optional (an empty
   node, to know which inputs were sent (an input without an output is a dropped frame). By default only their
   header is kept (a PointCloud2 with no points / an Image with no pixels, same stamp and frame_id), so the bag stays
   small; ``record_input_data: true`` keeps the inputs as received;
-- ``objects_topic`` (``objects_type``: awml_deploy_msgs/DetectedObjects by default, or awml_deploy_msgs/Detections2D
-  for a camera detector) and ``stats_topic`` (awml_deploy_msgs/InferenceStats): the node's outputs, as received.
+- ``objects_topic`` (``objects_type``: awml_deploy_msgs/DetectedObjects by default, awml_deploy_msgs/Detections2D
+  for a camera detector, or awml_deploy_msgs/CalibrationStatus for calibration_status_node) and ``stats_topic`` (awml_deploy_msgs/InferenceStats): the node's outputs, as received.
 
 Every message is written with its RECEIVE time as the bag's log time (the system clock, taken first thing in the
 callback), so arrival times can be read back from the bag. Subscriptions are raw (``raw=True``): the CDR bytes are
@@ -50,8 +50,9 @@ POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
 IMAGE = "sensor_msgs/msg/Image"
 DETECTED_OBJECTS = "awml_deploy_msgs/msg/DetectedObjects"
 DETECTIONS2D = "awml_deploy_msgs/msg/Detections2D"
+CALIBRATION_STATUS = "awml_deploy_msgs/msg/CalibrationStatus"
 INPUT_TYPES = (POINTCLOUD2, IMAGE)
-OBJECTS_TYPES = (DETECTED_OBJECTS, DETECTIONS2D)
+OBJECTS_TYPES = (DETECTED_OBJECTS, DETECTIONS2D, CALIBRATION_STATUS)
 INFERENCE_STATS = "awml_deploy_msgs/msg/InferenceStats"
 DEFAULT_OBJECTS_TOPIC = "/perception/object_recognition/detection/awml/objects"
 DEFAULT_STATS_TOPIC = "/centerpoint/debug/inference_stats"
@@ -104,7 +105,7 @@ class Recorder:
         from sensor_msgs.msg import Image, PointCloud2
 
         from awml_deploy_core.data.rosbag_io import BagWriter
-        from awml_deploy_msgs.msg import DetectedObjects, Detections2D, InferenceStats
+        from awml_deploy_msgs.msg import CalibrationStatus, DetectedObjects, Detections2D, InferenceStats
 
         self.node = node
         self.log = node.get_logger()
@@ -122,7 +123,7 @@ class Recorder:
                                durability=DurabilityPolicy.VOLATILE)
         output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
         classes = {POINTCLOUD2: PointCloud2, IMAGE: Image, DETECTED_OBJECTS: DetectedObjects,
-                   DETECTIONS2D: Detections2D}
+                   DETECTIONS2D: Detections2D, CALIBRATION_STATUS: CalibrationStatus}
         plan = [(p["input_topic"], classes[p["input_type"]], p["input_type"], input_qos),
                 (p["objects_topic"], classes[p["objects_type"]], p["objects_type"], output_qos),
                 (p["stats_topic"], InferenceStats, INFERENCE_STATS, output_qos)]

@@ -3,7 +3,9 @@
 The node and the played topic come from the deploy config's family (its replay task,
 ``awml_deploy_core.replay.task``): ``centerpoint_node`` on the lidar topic for a 3D model, ``yolox_node`` on a
 camera's image topic (``--image-topic``, default camera0) for a 2D one, whose Detections2D are scored with
-pycocotools like ``awml-deploy replay-eval`` scores them.
+pycocotools like ``awml-deploy replay-eval`` scores them, and ``calibration_status_node`` (mode active, the drive's
+nominal extrinsic from the bag's camera sidecar) for the calibration-status classifier, played the camera's image,
+its CameraInfo and the lidar cloud, whose CalibrationStatus decisions are scored against the drive's labels.
 
 One command starts and stops the whole set, each as its own process over real DDS::
 
@@ -242,6 +244,12 @@ def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: 
     task = task or LIDAR3D
     spec = task.node
     stats_topic = f"/{spec.node_name}/debug/inference_stats"
+    # inputs the node needs besides the played input (calibration: the cloud and the CameraInfo), played alongside
+    companions = spec.companion_inputs(bag, lidar_topic) if spec.companion_inputs is not None else {}
+    played = [lidar_topic, *companions.values()]
+    remaps = [a for name, topic in companions.items() for a in ("-r", f"{name}:={topic}")]
+    # the recorder subscribes the input only: the companions have the node alone as their subscriber
+    subscribers = 1 if companions else 2
 
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -260,7 +268,7 @@ def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: 
         node = spawn(spec.executable, [
             str(executable(spec.executable)), "--ros-args", "--params-file", str(node_params),
             "-r", f"__node:={spec.node_name}", "-r", f"{spec.input_remap}:={lidar_topic}",
-            "-r", f"{spec.output_remap}:={objects_topic}"], logs, env)
+            "-r", f"{spec.output_remap}:={objects_topic}", *remaps], logs, env)
         procs.append(node)
         info.logs = {p.name: str(p.log) for p in procs}
         wait_for(recorder, "ready:", 60, "its 'ready' line")
@@ -270,8 +278,8 @@ def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: 
         n_clouds = _count(bag, lidar_topic)
         play_timeout = 120.0 + n_clouds * 0.1 / rate * 1.5
         player = spawn("bag_player", [
-            str(executable("bag_player")), "--ros-args", "-p", f"bag:={bag}", "-p", f"topics:=[{lidar_topic}]",
-            "-p", f"rate:={float(rate)}", "-p", "wait_for_subscribers:=2", "-p", f"sent_log:={info.sent_log}",
+            str(executable("bag_player")), "--ros-args", "-p", f"bag:={bag}", "-p", f"topics:=[{','.join(played)}]",
+            "-p", f"rate:={float(rate)}", "-p", f"wait_for_subscribers:={subscribers}", "-p", f"sent_log:={info.sent_log}",
             "-p", "progress_period_s:=5.0"], logs, env)
         procs.append(player)
         info.logs[player.name] = str(player.log)
@@ -294,7 +302,7 @@ def run_processes(bag: Path, lidar_topic: str, objects_topic: str, node_params: 
         if player.popen.returncode != 0:
             raise AwmlDeployError(f"bag_player failed (exit code {player.popen.returncode}); its log {player.log}:\n"
                                   f"{player.tail()}")
-        _grace(recorder, objects_topic, _lines(info.sent_log), grace_s)
+        _grace(recorder, objects_topic, _sent_inputs(info.sent_log, lidar_topic), grace_s)
     except _Interrupted as e:
         info.stopped = "interrupted"
         log.warning("interrupted (%s): stopping the processes, then scoring what was recorded", e)
@@ -324,6 +332,21 @@ def _lines(path: Path | None) -> int:
         return 0
     with path.open() as f:
         return sum(1 for _ in f)
+
+
+def _sent_inputs(path: Path | None, topic: str) -> int:
+    """Inputs the player sent on ``topic`` (its sent log also lists the companion topics' messages)."""
+    import json
+
+    if path is None or not path.exists():
+        return 0
+    n = 0
+    for text in path.read_text().splitlines():
+        try:
+            n += json.loads(text).get("topic") == topic
+        except json.JSONDecodeError:
+            break  # a last line cut short by a kill
+    return n
 
 
 def _grace(recorder: Proc, objects_topic: str, sent: int, grace_s: float) -> None:
@@ -411,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
         if info.recording.exists():
             shutil.rmtree(info.recording)  # this command's own output of an earlier run
         params, info.node_source = node_parameters(cfg, args.backend, out)
+        if task.node.bag_params is not None:  # calibration: the drive's nominal extrinsic
+            params.update(task.node.bag_params(bag, topic))
         node_params = write_node_params(params, out / "node.param.yaml", task.node.executable)
         run_processes(bag, topic, objects_topic, node_params, out, args.rate, args.grace_s,
                       args.start_timeout_s, args.record_input_data, info, task)

@@ -367,7 +367,10 @@ class SyntheticBag:
 
 def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str = "mcap",
                         lidar_topic: str = DEFAULT_LIDAR_TOPIC, gt_topic: str = DEFAULT_GT_TOPIC,
-                        progress: bool = True, frame_id: str = DEFAULT_FRAME_ID, cameras: int = 0) -> SyntheticBag:
+                        progress: bool = True, frame_id: str = DEFAULT_FRAME_ID, cameras: int = 0,
+                        miscalibrated_frames: tuple[int, int] | None = None,
+                        miscalibration: tuple[float, float] = (3.0, 0.1),
+                        thresholds: Any = None) -> SyntheticBag:
     """A synthetic drive (:func:`~awml_deploy_core.data.synthetic.generate_sequence`) as a real rosbag2.
 
     Clouds at 10 Hz on ``lidar_topic`` (header.stamp = frame timestamp, from ``SYNTHETIC_START_S``), ground
@@ -379,6 +382,12 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str
     ``cameras`` > 0 adds that many synthetic cameras (``camera0`` looks ahead, camera i at azimuth 360 i / N):
     per frame an image, a CameraInfo and the 2D ground truth of each, stamped with the cloud's stamp, plus the
     sidecar ``<out>/awml_info/camera_infos.json`` (:mod:`.rosbag_camera`). 0 (the default) writes no camera.
+
+    ``miscalibrated_frames`` ``(a, b)`` makes it a calibration-status drive: in frames ``[a, b)`` camera0 has
+    physically moved by ``miscalibration`` (rotation degrees, translation metres; axes from ``seed``), so its image
+    (and its 2D ground truth) is the moved camera's view, while CameraInfo and the sidecar's ``lidar2cam`` stay the
+    nominal calibration the vehicle believes. The sidecar labels every camera image (``calibration``: errors of
+    the true pose against the nominal one and the label under ``thresholds``, MiscalibrationConfig's defaults).
     """
     from .info_dataset import write_info_dataset
     from .synthetic import generate_sequence
@@ -396,11 +405,21 @@ def write_synthetic_bag(out: str | Path, seconds: float, seed: int, storage: str
         raise ConfigError(f"--cameras must be >= 0, got {cameras}")
     period = LidarSpec().sweep_period
     num_frames = max(1, int(round(seconds / period)))
+    if miscalibrated_frames is not None:
+        a, b = (int(v) for v in miscalibrated_frames)
+        if cameras < 1:
+            raise ConfigError("--miscalibrated-frames needs a camera (--cameras 1 or more): camera0 is the one moved")
+        if not 0 <= a <= b <= num_frames:
+            raise ConfigError(f"--miscalibrated-frames {a}:{b} must lie within the drive's 0..{num_frames} frames")
+        if min(miscalibration) < 0:
+            raise ConfigError(f"--miscalibration {miscalibration[0]},{miscalibration[1]}: must be >= 0")
+        miscalibrated_frames = (a, b)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     bag_dir = tmp / out.name  # rosbags names the storage file after the folder (<out>/<out>.mcap)
     stamps: list[int] = []
-    rig = _CameraRig(seed, num_frames, cameras) if cameras else None
+    rig = (_CameraRig(seed, num_frames, cameras, miscalibrated_frames, miscalibration, thresholds)
+           if cameras else None)
 
     def frames_written() -> Iterator[Any]:
         it = generate_sequence(seed, num_frames, start_time=SYNTHETIC_START_S)
@@ -443,16 +462,38 @@ class _CameraRig:
 
     SIDECAR = "camera_infos.json"
 
-    def __init__(self, seed: int, num_frames: int, count: int) -> None:
-        from .camera import CameraSpec, generate_camera_sequence
+    def __init__(self, seed: int, num_frames: int, count: int, miscalibrated: tuple[int, int] | None = None,
+                 miscalibration: tuple[float, float] = (3.0, 0.1), thresholds: Any = None) -> None:
+        from ..config import MiscalibrationConfig
+        from .calibration_pairs import extrinsic_error, label_of, perturb_extrinsic
+        from .camera import CameraSpec
         from .rosbag_camera import CAMERA_INFO_FILE, camera_name
+        from .synthetic import build_layout
 
         assert CAMERA_INFO_FILE == self.SIDECAR
         self.names = tuple(camera_name(i) for i in range(count))
         self.specs = [CameraSpec() if i == 0 else CameraSpec.forward(yaw_deg=360.0 * i / count) for i in range(count)]
-        self.seqs = [generate_camera_sequence(seed, num_frames, spec, start_time=SYNTHETIC_START_S)
-                     for spec in self.specs]
+        self.layout = build_layout(seed, num_frames)  # the scene generate_camera_sequence renders
+        self.k = 0
         self.entries: list[dict[str, Any]] = []
+        self.miscalibrated = miscalibrated
+        self.thresholds = thresholds or MiscalibrationConfig()
+        self.calibration: dict[str, Any] | None = None
+        self.moved = None
+        if miscalibrated is not None:
+            nominal = self.specs[0].T_cam_lidar
+            true = perturb_extrinsic(nominal, float(miscalibration[0]), float(miscalibration[1]), seed)
+            self.moved = CameraSpec(extrinsic=tuple(float(v) for v in true.ravel()))
+            rot, trans = extrinsic_error(nominal, true)
+            self.calibration = {"camera": self.names[0], "frames": list(miscalibrated),
+                                "rotation_deg": float(miscalibration[0]), "translation_m": float(miscalibration[1]),
+                                "true_lidar2cam": true.tolist(), "rotation_error_deg": float(rot),
+                                "translation_error_m": float(trans), "label": label_of(rot, trans, self.thresholds),
+                                "thresholds": {"rotation_deg": self.thresholds.rotation_threshold_deg,
+                                               "translation_m": self.thresholds.translation_threshold_m}}
+
+    def _moved_now(self, index: int) -> bool:
+        return index == 0 and self.miscalibrated is not None and self.miscalibrated[0] <= self.k < self.miscalibrated[1]
 
     def add_topics(self, bag: "BagWriter") -> None:
         from .rosbag_camera import CAMERA_INFO, DETECTIONS2D, IMAGE, camera_info_topic, gt2d_topic, image_topic
@@ -466,9 +507,13 @@ class _CameraRig:
         from .rosbag_camera import (GT_IGNORE_SCORE, GT_SCORE, camera_info_message, camera_info_topic,
                                     detections2d_message, gt2d_topic, image_message, image_topic, optical_frame)
 
+        from .camera import render_frame
+
         entry: dict[str, Any] = {"timestamp_ns": stamp, "images": {}, "cam_instances": {}}
-        for name, spec, seq in zip(self.names, self.specs, self.seqs):
-            cf = next(seq)
+        t = SYNTHETIC_START_S + self.k * self.layout.lidar.sweep_period
+        for i, (name, spec) in enumerate(zip(self.names, self.specs)):
+            moved = self._moved_now(i)
+            cf = render_frame(self.layout, self.k, self.moved if moved else spec, t)
             if seconds_to_ns(cf.timestamp) != stamp:  # one renderer clock: a mismatch is a bug, not data
                 raise DatasetError(f"camera {name}: frame {cf.frame_index} stamped {seconds_to_ns(cf.timestamp)} "
                                    f"ns, the lidar frame {stamp} ns")
@@ -481,12 +526,22 @@ class _CameraRig:
                       detections2d_message(cf.boxes, cf.labels, scores, stamp, frame))
             entry["images"][name] = {"topic": image_topic(name), "frame_id": frame, "height": spec.height,
                                      "width": spec.width, "cam2img": spec.K.tolist(),
-                                     "lidar2cam": spec.T_cam_lidar.tolist()}
+                                     "lidar2cam": spec.T_cam_lidar.tolist(), "calibration": self._label(moved)}
             entry["cam_instances"][name] = [
                 {"bbox": [float(v) for v in o.box], "bbox_label": int(o.label), "ignore_flag": bool(o.ignore),
                  "truncation": float(o.truncation), "occlusion": float(o.occlusion), "depth": float(o.depth),
                  "instance_token": f"{o.instance_id:016x}", "instance_index": int(o.index)} for o in cf.objects]
         self.entries.append(entry)
+        self.k += 1
+
+    def _label(self, moved: bool) -> dict[str, Any]:
+        """Where the camera truly was against the nominal ``lidar2cam``, and the label that follows."""
+        if not moved:
+            return {"rotation_error_deg": 0.0, "translation_error_m": 0.0, "label": "calibrated"}
+        c = self.calibration
+        assert c is not None
+        return {"rotation_error_deg": c["rotation_error_deg"], "translation_error_m": c["translation_error_m"],
+                "label": c["label"]}
 
     def write_sidecar(self, folder: Path) -> Path:
         from ..bundle import atomic_write_json
@@ -496,6 +551,7 @@ class _CameraRig:
         folder.mkdir(parents=True, exist_ok=True)
         return atomic_write_json(folder / self.SIDECAR, {
             "metainfo": {"classes_2d": list(T4_2D_CLASSES), "cameras": list(self.names),
+                         "miscalibration": self.calibration,
                          "gt_topic_encoding": {"label": "index into classes_2d", "score": {
                              "object": GT_SCORE, "ignore_region": GT_IGNORE_SCORE}}},
             "data_list": self.entries})

@@ -125,4 +125,5 @@ FAMILY = ModelFamily(
     report_sections=report_sections,
     bundle_files=bundle_files,
     tensorrt=TRT_RULES,
+    replay="calibration_status",
 )

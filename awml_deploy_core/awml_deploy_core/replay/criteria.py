@@ -24,6 +24,11 @@ A 2D (camera) model gates on COCO AP instead (``config/replay_criteria_2d.yaml``
 ``ap_threshold_m`` is refused there, ``ap_metric`` for 3D. The per-frame criterion uses the task's per-frame rule
 (3D: 2 m centre distance; 2D: IoU 0.5 at the node's score threshold, ignore regions honoured).
 
+A calibration-status model gates on ``classification`` (``config/replay_criteria_calibration.yaml``):
+``min_accuracy``, ``min_recall`` / ``min_precision`` / ``min_f1`` of "miscalibrated" and
+``max_false_alarm_percent`` (calibrated pairs flagged); AP criteria are refused there, ``classification`` elsewhere.
+Its per-frame criterion counts a pair as passing when its decision is right (ambiguous pairs pass).
+
 A frame passes when its recall and precision meet the minimums (an undefined value - no ground truth, or no
 detection - passes its check); dropped frames fail; the pass rate is over scored + dropped frames. A class
 with AP minimum but no ground truth in the bag fails its gate (nothing proves it). Unknown keys and class
@@ -55,6 +60,16 @@ class LatencyCriteria(StrictModel):
     max_p50_ms: float | None = Field(None, gt=0.0)
 
 
+class ClassificationCriteria(StrictModel):
+    """A classifier's replay (calibration status; "miscalibrated" is the positive class); ambiguous pairs apart."""
+
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    min_recall: float | None = Field(None, ge=0.0, le=1.0)
+    min_precision: float | None = Field(None, ge=0.0, le=1.0)
+    min_f1: float | None = Field(None, ge=0.0, le=1.0)
+    max_false_alarm_percent: float | None = Field(None, ge=0.0, le=100.0)
+
+
 class ReplayCriteria(StrictModel):
     ap_threshold_m: float = Field(2.0, gt=0.0)
     ap_metric: str | None = None  # 2D only: "ap50" (default) | "ap"
@@ -65,6 +80,7 @@ class ReplayCriteria(StrictModel):
     max_skipped_percent: float | None = Field(None, ge=0.0, le=100.0)
     max_dropped_percent: float | None = Field(None, ge=0.0, le=100.0)
     min_scored_frames: int = Field(1, ge=0)
+    classification: ClassificationCriteria | None = None  # calibration status only
 
     @field_validator("min_ap")
     @classmethod
@@ -88,7 +104,11 @@ def check_criteria(c: ReplayCriteria, cfg: Any, source: str = "criteria") -> Non
     unknown = sorted(set(c.min_ap) - set(class_names))
     if unknown:
         raise ConfigError(f"{source}: min_ap: unknown classes {unknown}; the model's classes are {list(class_names)}")
-    task_of(cfg).check_criteria(c, class_names, cfg, source)
+    task = task_of(cfg)
+    if c.classification is not None and task.extra_gates is None:
+        raise ConfigError(f"{source}: classification: criteria of a classifier's replay (calibration status); this "
+                          f"config's replay task is {task.name}")
+    task.check_criteria(c, class_names, cfg, source)
 
 
 def _gate(name: str, passed: bool, detail: str) -> dict[str, Any]:
@@ -115,7 +135,8 @@ def apply_criteria(c: ReplayCriteria, summary: dict[str, Any],
                        f"{counts[SCORED]} of {counts['frames']} frames scored"))
     from .task import task_of_summary
 
-    label, per_class, mean, num_gt = task_of_summary(summary).criteria_ap(c, summary)
+    task = task_of_summary(summary)
+    label, per_class, mean, num_gt = task.criteria_ap(c, summary)
     for cls, minimum in c.min_ap.items():
         ap = per_class.get(cls)
         detail = f"AP {_fmt(ap)}" + ("" if num_gt.get(cls, 0) else " (no ground truth of this class in the bag)")
@@ -123,6 +144,8 @@ def apply_criteria(c: ReplayCriteria, summary: dict[str, Any],
     if c.min_map is not None:
         gates.append(_gate(f"mAP {label} >= {c.min_map:g}", mean is not None and mean >= c.min_map,
                            f"mAP {_fmt(mean)}"))
+    if c.classification is not None and task.extra_gates is not None:
+        gates += task.extra_gates(c, summary)
     if c.frames is not None:
         ok, n = pass_rate(frames, c.frames)
         rate = 100.0 * ok / n if n else 0.0
@@ -146,5 +169,5 @@ def apply_criteria(c: ReplayCriteria, summary: dict[str, Any],
     return gates
 
 
-__all__ = ["FrameCriteria", "LatencyCriteria", "ReplayCriteria", "apply_criteria", "check_criteria", "load_criteria",
+__all__ = ["ClassificationCriteria", "FrameCriteria", "LatencyCriteria", "ReplayCriteria", "apply_criteria", "check_criteria", "load_criteria",
            "pass_rate"]

@@ -30,7 +30,7 @@ from .report import load_run, write_run_report
 from .lidar3d import TASK as LIDAR3D
 from .scoring import DROPPED, SCORED, FrameRecord, FrameScorer, records_from_bag
 from .summary import EXIT_INTERRUPTED, ReplaySummary
-from .task import ReplayTask, task_of
+from .task import DEFAULT_AGREEMENT_KEYS, ReplayTask, task_of
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,10 @@ def _checkpoint_info(cfg: Any, backend: str) -> dict[str, Any]:
         return {"path": str(cfg.checkpoint), "sha256": None}
 
 
-def offline_agreement(frames: Sequence[dict[str, Any]], offline_dir: Path) -> dict[str, Any]:
-    """Frame-by-frame comparison with an offline replay-eval run of the same bag (matched by stamp)."""
+def offline_agreement(frames: Sequence[dict[str, Any]], offline_dir: Path,
+                      keys: Sequence[str] = DEFAULT_AGREEMENT_KEYS) -> dict[str, Any]:
+    """Frame-by-frame comparison with an offline replay-eval run of the same bag (matched by stamp): the frame
+    lines' ``keys`` (the task's ``agreement_keys``) must be equal."""
     _, off_summary, off_frames = load_run(offline_dir)
     off = {f["stamp_ns"]: f for f in off_frames}
     compared, mismatched, dropped = 0, [], []
@@ -183,13 +185,13 @@ def offline_agreement(frames: Sequence[dict[str, Any]], offline_dir: Path) -> di
         if o is None or o["status"] != SCORED or f["status"] != SCORED:
             continue
         compared += 1
-        keys = ("tp", "fp", "fn", "num_detections", "num_gt")
         diff = {k: {"offline": o.get(k), "realtime": f.get(k)} for k in keys if o.get(k) != f.get(k)}
         if diff:
             mismatched.append({"stamp_ns": f["stamp_ns"], "index": f["index"], "diff": diff})
     rt_stamps = {f["stamp_ns"] for f in frames}
     return {"offline_run": str(offline_dir), "offline_backend": off_summary.get("backend"),
-            "compared": compared, "identical": compared - len(mismatched), "mismatched": mismatched,
+            "keys": list(keys), "compared": compared, "identical": compared - len(mismatched),
+            "mismatched": mismatched,
             "dropped_in_realtime": len(dropped), "offline_only": len([s for s in off if s not in rt_stamps])}
 
 
@@ -198,7 +200,8 @@ def agreement_gate(agreement: dict[str, Any]) -> dict[str, Any]:
     a = agreement
     return {"name": "identical to offline on every frame processed in both",
             "passed": a["compared"] > 0 and not a["mismatched"],
-            "detail": f"{a['identical']}/{a['compared']} frames identical (TP/FP/FN per class, detections); "
+            "detail": f"{a['identical']}/{a['compared']} frames identical "
+                      f"({', '.join(a.get('keys') or DEFAULT_AGREEMENT_KEYS)}); "
                       f"{a['dropped_in_realtime']} dropped in real time, not compared"}
 
 
@@ -229,7 +232,7 @@ def score(recording: Path, bag: Path, cfg: Any, backend: str, *, lidar_topic: st
         error=info.error, wall_s=info.play_wall_s, throughput_fps=facts["output_rate_hz"], criteria=criteria,
         dropped_frames=dropped, realtime=facts)
     if check_offline is not None:
-        result.offline_agreement = offline_agreement(scores.frames, check_offline)
+        result.offline_agreement = offline_agreement(scores.frames, check_offline, task.agreement_keys)
     result.judge([agreement_gate(result.offline_agreement)] if result.offline_agreement is not None else [])
     summary = result.to_dict()
     atomic_write_json(out / "summary.json", summary)
@@ -276,8 +279,8 @@ def _append_realtime_report(path: Path, s: dict[str, Any]) -> None:
     a = s.get("offline_agreement")
     if a:
         md += ["### Agreement with the offline replay", "",
-               f"{a['identical']}/{a['compared']} frames processed in both are identical (TP/FP/FN per class, number "
-               f"of detections); {a['dropped_in_realtime']} dropped in real time (not compared). Offline run: "
+               f"{a['identical']}/{a['compared']} frames processed in both are identical "
+               f"({', '.join(a.get('keys') or DEFAULT_AGREEMENT_KEYS)}); {a['dropped_in_realtime']} dropped in real time (not compared). Offline run: "
                f"{a['offline_run']}.", ""]
         if a["mismatched"]:
             md += [markdown_table(["frame", "stamp [s]", "differs in"], [

@@ -113,8 +113,8 @@ def _plots(out: Path, summaries: dict[str, dict[str, Any]], frames: dict[str, li
                        ] or list(class_names)
     plot_ap_bars({k: h.per_class for k, h in heads.items()}, class_names, plots / "ap_bars.png", per_label)
     made.append((f"{per_label} per class", "plots/ap_bars.png"))
-    if any(s.get("metrics") for s in summaries.values()):
-        curves = {k: task.pr_curves(s) for k, s in summaries.items()}
+    curves = {k: task.pr_curves(s) for k, s in summaries.items() if s.get("metrics")}
+    if any(c for c, _ in curves.values()):  # a classifier (calibration status) has none
         thr = next(iter(curves.values()))[1]
         plot_pr_curves({k: c for k, (c, _) in curves.items()}, class_names, thr, plots / "pr_curves.png")
         made.append((f"Precision / recall at {thr}{' m' if task.name == 'detection3d' else ' IoU'}",

@@ -2,8 +2,9 @@
 
 The replay machinery (offline loop, scorer, summary, criteria, report, comparison, fleet, real-time scoring and
 the ROS process supervisor) is written once against this; a family's declaration names its task
-(``ModelFamily.replay``). Two tasks exist: ``detection3d`` (lidar clouds -> DetectedObjects, :mod:`.lidar3d`) and
-``detection2d`` (camera images -> Detections2D, :mod:`.camera2d`).
+(``ModelFamily.replay``). Three tasks exist: ``detection3d`` (lidar clouds -> DetectedObjects, :mod:`.lidar3d`),
+``detection2d`` (camera images -> Detections2D, :mod:`.camera2d`) and ``calibration_status`` (camera images paired
+with their cloud and CameraInfo -> CalibrationStatus, :mod:`.calibration`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_TASK = "detection3d"  # a summary without a "task" key is a 3D one (the format before 2D replay)
-_TASKS = {"detection3d": "awml_deploy_core.replay.lidar3d:TASK", "detection2d": "awml_deploy_core.replay.camera2d:TASK"}
+_TASKS = {"detection3d": "awml_deploy_core.replay.lidar3d:TASK", "detection2d": "awml_deploy_core.replay.camera2d:TASK",
+          "calibration_status": "awml_deploy_core.replay.calibration:TASK"}
+DEFAULT_AGREEMENT_KEYS = ("tp", "fp", "fn", "num_detections", "num_gt")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class NodeSpec:
     # bundle_dir, config, checkpoint are the supervisor's)
     params: Callable[[Any, str], dict[str, Any]]
     accepts_onnx_cache_dir: bool = False
+    # (bag, input topic) -> {node input name: played topic}: more inputs the node needs, played with the input
+    # (calibration: the cloud and the CameraInfo of the camera); None: the input alone
+    companion_inputs: Callable[[Any, str], dict[str, str]] | None = None
+    # (bag, input topic) -> node parameters that depend on the bag (calibration: the nominal extrinsic)
+    bag_params: Callable[[Any, str], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,24 @@ class ReplayTask:
     dets_from_json: Callable[[Any], Any]
     gt_to_json: Callable[[Any], Any]
     gt_from_json: Callable[[Any], Any]
+    # (reader, input topic) -> decode: a decoder that needs more of the bag than the message (calibration: the
+    # cloud and CameraInfo of the image's instant); None: ``decode``
+    bind_decode: Callable[[Any, str], Callable[[Any], tuple[Any, dict[str, Any]]]] | None = None
+    # (pipeline, decoded input) -> (detections, per-stage ms); None: ``out = pipeline(x)``, its detections, timings_ms
+    run: Callable[[Any, Any], tuple[Any, dict[str, float]]] | None = None
+    # the frame-line keys the real-time run must reproduce exactly (the --check-offline agreement gate)
+    agreement_keys: tuple[str, ...] = DEFAULT_AGREEMENT_KEYS
+    # (criteria, summary) -> gates of criteria.classification; None: this task has no classification criteria
+    extra_gates: Callable[[Any, Mapping[str, Any]], list[dict[str, Any]]] | None = None
+
+    def decoder(self, reader: Any, topic: str) -> Callable[[Any], tuple[Any, dict[str, Any]]]:
+        return self.bind_decode(reader, topic) if self.bind_decode is not None else self.decode
+
+    def infer(self, pipeline: Any, data: Any) -> tuple[Any, dict[str, float]]:
+        if self.run is not None:
+            return self.run(pipeline, data)
+        out = pipeline(data)
+        return out.detections, out.timings_ms
 
 
 def task_named(name: str | None) -> ReplayTask:
