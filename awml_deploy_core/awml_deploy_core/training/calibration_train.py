@@ -50,14 +50,10 @@ FRUSTUM_MARGIN = 0.3  # points kept up to this share of the image size outside i
 def render(job: tuple[int, int, int]) -> list[dict[str, np.ndarray]]:
     """Scene ``i`` of ``seed``: ``frames`` instants of (image, lidar points culled to a widened camera frustum, K,
     true extrinsic)."""
-    import cv2
-
     from ..data.calibration_pairs import render_scene_pairs, scene_start_time
     from ..data.synthetic import sequence_seed
 
     seed, i, frames = job
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
     out = []
     for p in render_scene_pairs(sequence_seed(seed, i), frames, start_time=scene_start_time(i, frames)):
         h, w = p.image.shape[:2]
@@ -72,11 +68,19 @@ def render(job: tuple[int, int, int]) -> list[dict[str, np.ndarray]]:
     return out
 
 
+def _one_thread() -> None:
+    """Worker processes: one OpenCV and one torch thread each (the pool is the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def render_all(seed: int, scenes: int, frames: int, workers: int) -> list[dict[str, np.ndarray]]:
     jobs = [(seed, i, frames) for i in range(scenes)]
     if workers <= 1:
         return [f for j in jobs for f in render(j)]
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
         return [f for seq in pool.imap(render, jobs, chunksize=2) for f in seq]
 
 
