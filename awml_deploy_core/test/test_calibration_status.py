@@ -171,9 +171,9 @@ def test_export_job_end_to_end(tmp_path) -> None:
 
 
 def test_train_command_tiny_on_cpu(tmp_path) -> None:
-    """`awml-deploy train --family calibration_status` end to end, tiny (the shipped model: the same command). In its
-    own process, as users run it: torch's autograd after torch.onnx.export and an ONNX Runtime session in the same
-    process corrupted the heap here (torch 2.13 CPU, onnxruntime 1.31), whatever the model."""
+    """`awml-deploy train --family calibration_status` end to end, tiny (the shipped model: the same command), in its
+    own process as users run it. On the CPU the trainer keeps the contiguous layout: a channels_last convolution
+    backward corrupted the heap here (torch 2.13 CPU; "malloc(): unaligned tcache chunk", intermittent)."""
     import subprocess
     import sys
 

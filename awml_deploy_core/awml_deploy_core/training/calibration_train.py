@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     t_data = time.time() - t_start
     print(f"rendered {len(data)} instants in {t_data:.0f} s; {data.points.shape[0]} points on {a.device}", flush=True)
 
-    model = build_calibration_status(cfg).to(a.device).to(memory_format=torch.channels_last)
+    # channels_last on CUDA only (tensor cores); on the CPU its convolution backward corrupted the heap here
+    fmt = torch.channels_last if a.device.startswith("cuda") else torch.contiguous_format
+    model = build_calibration_status(cfg).to(a.device).to(memory_format=fmt)
     ema = copy.deepcopy(model).eval()
     decay = [p for p in model.parameters() if p.ndim > 1]
     other = [p for p in model.parameters() if p.ndim <= 1]
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = np.where(rng.uniform(size=a.batch) < 0.5, rng.uniform(0.5, 1.0, a.batch), 1.0)
         with torch.no_grad():
             x = photometric(data.batch(idx, T_used, spec, keep, gen), spec, gen)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)
         y = torch.from_numpy(labels).to(a.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(x)
