@@ -292,7 +292,8 @@ class MiscalibrationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ranges(self) -> "MiscalibrationConfig":
-        if self.max_rotation_deg <= self.rotation_threshold_deg or self.max_translation_m <= self.translation_threshold_m:
+        if (self.max_rotation_deg <= self.rotation_threshold_deg
+                or self.max_translation_m <= self.translation_threshold_m):
             raise ValueError(f"max_rotation_deg/max_translation_m ({self.max_rotation_deg}, {self.max_translation_m}) "
                              f"must exceed the thresholds ({self.rotation_threshold_deg}, "
                              f"{self.translation_threshold_m}), else no pair is miscalibrated")
@@ -515,7 +516,8 @@ class DeployConfig(StrictModel):
     # The model family (families/__init__.py FAMILIES): which declaration builds, exports and scores the model.
     family: str = "centerpoint"
     # The family's own model config class (``ModelFamily.model_config``), chosen by ``family`` (see _family_model).
-    model: CenterPointModelConfig | YOLOXModelConfig | CalibrationStatusModelConfig = Field(default_factory=CenterPointModelConfig)
+    model: CenterPointModelConfig | YOLOXModelConfig | CalibrationStatusModelConfig = Field(
+        default_factory=CenterPointModelConfig)
     checkpoint: str = DEFAULT_CHECKPOINT
     work_dir: str = "work_dirs/centerpoint"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")

@@ -168,3 +168,46 @@ def test_export_job_end_to_end(tmp_path) -> None:
     assert (work / "plots" / "accuracy_vs_error.png").stat().st_size > 0
     md = (work / "report.md").read_text()
     assert "confusion matrix" in md and "Accuracy against the perturbation magnitude" in md
+
+
+def test_train_command_tiny_on_cpu(tmp_path) -> None:
+    """`awml-deploy train --family calibration_status` end to end, tiny (the shipped model: the same command), in its
+    own process as users run it. On the CPU the trainer keeps the contiguous layout: a channels_last convolution
+    backward corrupted the heap here (torch 2.13 CPU; "malloc(): unaligned tcache chunk", intermittent)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "c.pth"
+    res = subprocess.run([str(Path(sys.executable).parent / "awml-deploy"), "train", "--family", "calibration_status",
+                          "--out", str(out), "--scenes", "1", "--frames-per-scene", "1", "--steps", "2", "--batch",
+                          "2", "--warmup-steps", "1", "--workers", "1", "--device", "cpu", "--eval-pairs", "4",
+                          "--base-channels", "8"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    model, cfg = load_calibration_checkpoint(out)
+    assert cfg.base_channels == 8
+    prov = json.loads(out.with_suffix(".json").read_text())
+    assert prov["steps"] == 2 and prov["eval_seed"] == 10_000 and prov["held_out"]["metrics"]["count"] >= 1
+
+
+def test_int8_calibration_batches_come_from_the_input_builder(model_and_cfg, pair) -> None:
+    """TensorRT INT8 calibration feeds the profile's opt [H, W]: the pair's image resized, K scaled, then THE
+    builder."""
+    import dataclasses
+
+    from awml_deploy_core.data.calibration_pairs import CalibrationSample
+    from awml_deploy_core.pipelines.calibration.input_builder import BuilderSpec, resized
+
+    model, cfg = model_and_cfg
+    cfg = cfg.model_copy(update={"trt_min_hw": [64, 96], "trt_opt_hw": [96, 160]})
+    dcfg = DeployConfig(family="calibration_status", model=cfg)
+    fam = get_family("calibration_status")
+    shape = fam.tensorrt.calibration_shape(dcfg, "calibration_status")
+    assert shape == [1, 5, 96, 160]
+    pipe = fam.make_pipeline(cfg, torch_runners(model, cfg, "cpu", "calibration_status"), "cpu")
+    s = CalibrationSample(pair.image, pair.points, pair.K, pair.T_true, pair.T_true, 0.0, 0.0, "calibrated", "t")
+    (batch,) = list(fam.tensorrt.calibration_batches([s, s], pipe, 1, shape, ("calibration_status",)))
+    assert batch["input"].shape == (1, 5, 96, 160)
+    image, K = resized(pair.image, pair.K, (96, 160))
+    assert K[0, 0] == pytest.approx(pair.K[0, 0] / 4) and K[0, 2] == pytest.approx((pair.K[0, 2] + 0.5) / 4 - 0.5)
+    want = build_input(image, pair.points, K, pair.T_true, dataclasses.replace(BuilderSpec.of(cfg), input_size=None))
+    np.testing.assert_array_equal(batch["input"][0], want)

@@ -172,7 +172,6 @@ class CalibrationSample:
 
 def _render_job(job: tuple[int, int]) -> tuple[int, bytes]:
     seed, i = job
-    cv2.setNumThreads(1)
     p = render_scene_pairs(sequence_seed(seed, i), 1, start_time=scene_start_time(i))[0]
     ok, png = cv2.imencode(".png", p.image)
     if not ok:
@@ -193,7 +192,8 @@ def generate_pair_scenes(out_dir: Path, seed: int, num_scenes: int, workers: int
     if workers > 1:
         import multiprocessing
 
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        # spawned (a forked child inherits OpenCV's thread pool and can hang); one OpenCV thread each
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,))
     try:
         results = pool.imap(_render_job, jobs) if pool is not None else map(_render_job, jobs)
         if progress:

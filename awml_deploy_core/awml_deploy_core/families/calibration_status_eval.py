@@ -78,6 +78,8 @@ class CalibrationEvaluation:
     by_rotation: list[dict[str, Any]]
     by_translation: list[dict[str, Any]]
     records: list[dict[str, Any]] = field(default_factory=list)
+    # (rotation deg, translation m) above which a pair is miscalibrated (half of them: calibrated below)
+    thresholds: tuple[float, float] = (1.0, 0.05)
 
     def headline(self) -> str:
         m = self.metrics
@@ -126,9 +128,10 @@ def evaluate_backend(name: str, pipeline: Any, samples: Sequence[Any], warmup: i
                         "label": s.label, "miscalibrated_score": out.miscalibrated_score,
                         "is_calibrated": out.is_calibrated, "projected_points": out.projected_points})
     sc = score_records(records, miscalibration)
+    thresholds = (miscalibration.rotation_threshold_deg, miscalibration.translation_threshold_m)
     return CalibrationEvaluation(name, timings, summarize_stages(timings), sc["metrics"], sc["large_error_recall"],
                                  sc["large_error_pairs"], sc["ambiguous"], sc["by_rotation"], sc["by_translation"],
-                                 records)
+                                 records, thresholds)
 
 
 def verify_backends(reference: tuple[str, Any], candidate: tuple[str, Any], samples: Sequence[Any], tol: Any,

@@ -28,8 +28,9 @@ def plot_accuracy_vs_error(evaluations: dict[str, Any], path: Path) -> Path:
         ax.set_xlabel(unit)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].axvspan(0.5, 1.0, color="0.85", label="ambiguous band")
-    axes[1].axvspan(2.5, 5.0, color="0.85")
+    rot, trans = next(iter(evaluations.values())).thresholds
+    axes[0].axvspan(rot / 2, rot, color="0.85", label="ambiguous band")
+    axes[1].axvspan(trans * 50, trans * 100, color="0.85")
     axes[0].legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

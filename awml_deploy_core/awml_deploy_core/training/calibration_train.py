@@ -50,14 +50,10 @@ FRUSTUM_MARGIN = 0.3  # points kept up to this share of the image size outside i
 def render(job: tuple[int, int, int]) -> list[dict[str, np.ndarray]]:
     """Scene ``i`` of ``seed``: ``frames`` instants of (image, lidar points culled to a widened camera frustum, K,
     true extrinsic)."""
-    import cv2
-
     from ..data.calibration_pairs import render_scene_pairs, scene_start_time
     from ..data.synthetic import sequence_seed
 
     seed, i, frames = job
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
     out = []
     for p in render_scene_pairs(sequence_seed(seed, i), frames, start_time=scene_start_time(i, frames)):
         h, w = p.image.shape[:2]
@@ -72,11 +68,19 @@ def render(job: tuple[int, int, int]) -> list[dict[str, np.ndarray]]:
     return out
 
 
+def _one_thread() -> None:
+    """Worker processes: one OpenCV and one torch thread each (the pool is the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def render_all(seed: int, scenes: int, frames: int, workers: int) -> list[dict[str, np.ndarray]]:
     jobs = [(seed, i, frames) for i in range(scenes)]
     if workers <= 1:
         return [f for j in jobs for f in render(j)]
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
         return [f for seq in pool.imap(render, jobs, chunksize=2) for f in seq]
 
 
@@ -197,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     t_data = time.time() - t_start
     print(f"rendered {len(data)} instants in {t_data:.0f} s; {data.points.shape[0]} points on {a.device}", flush=True)
 
-    model = build_calibration_status(cfg).to(a.device).to(memory_format=torch.channels_last)
+    # channels_last on CUDA only (tensor cores); on the CPU its convolution backward corrupted the heap here
+    fmt = torch.channels_last if a.device.startswith("cuda") else torch.contiguous_format
+    model = build_calibration_status(cfg).to(a.device).to(memory_format=fmt)
     ema = copy.deepcopy(model).eval()
     decay = [p for p in model.parameters() if p.ndim > 1]
     other = [p for p in model.parameters() if p.ndim <= 1]
@@ -231,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = np.where(rng.uniform(size=a.batch) < 0.5, rng.uniform(0.5, 1.0, a.batch), 1.0)
         with torch.no_grad():
             x = photometric(data.batch(idx, T_used, spec, keep, gen), spec, gen)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)
         y = torch.from_numpy(labels).to(a.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(x)
