@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from ...arrays import tensor_view
 from ...errors import DatasetError
 
 NUM_CHANNELS = 5
@@ -148,7 +149,7 @@ def build_input_ex(image_bgr: np.ndarray, points: np.ndarray, K: np.ndarray, T_c
     finite = torch.isfinite(pts).all(1)
     if not bool(finite.all()):
         pts = pts[finite]  # NaN returns (no echo) carry no position
-    img = torch.from_numpy(np.ascontiguousarray(image))[None]
+    img = tensor_view(np.ascontiguousarray(image))[None]
     out, counts, filled = build_batch(img, pts, torch.zeros(len(pts), dtype=torch.long),
                                       torch.from_numpy(K2)[None], torch.from_numpy(np.asarray(T_cam_lidar,
                                                                                               np.float64))[None], spec)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...arrays import tensor_view
+
 PAD_VALUE = 114.0
 
 
@@ -35,7 +37,7 @@ def letterbox_geometry(h: int, w: int, input_hw: tuple[int, int]) -> Letterbox:
 def letterbox(image: np.ndarray | torch.Tensor, input_hw: tuple[int, int], device: str | torch.device = "cpu",
               out: torch.Tensor | None = None) -> tuple[torch.Tensor, Letterbox]:
     """HxWx3 uint8 BGR -> [3, H, W] float32 (written into ``out`` when given) and its geometry."""
-    img = torch.as_tensor(image, device=device)
+    img = (tensor_view(image) if isinstance(image, np.ndarray) else image).to(device)
     if img.dim() != 3 or img.shape[2] != 3:
         raise ValueError(f"letterbox: expected an HxWx3 image, got shape {tuple(img.shape)}")
     h, w = int(img.shape[0]), int(img.shape[1])
