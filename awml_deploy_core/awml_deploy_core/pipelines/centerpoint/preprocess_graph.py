@@ -39,6 +39,8 @@ class _Captured:
     coords: Tensor  # (max_voxels, 2); padding rows (grid_y, 0)
     counters: Tensor  # (6,)
     below: Tensor  # (2,) the padding cell the graph reads: held here so its memory is never reused
+    host_counters: Tensor  # (6,) pinned: where ``padded`` sends the counters
+    counters_sent: torch.cuda.Event
 
 
 @dataclass
@@ -95,7 +97,8 @@ class GraphPreprocessor:
             self.eager_reason = str(e).splitlines()[0]
             log.warning("preprocess: CUDA graph capture failed (%s); preprocessing eagerly", self.eager_reason)
             return None
-        return _Captured(graph, buf, n_real, feats, coords, counters, below)
+        host = torch.empty(counters.shape, dtype=counters.dtype, pin_memory=True)
+        return _Captured(graph, buf, n_real, feats, coords, counters, below, host, torch.cuda.Event())
 
     def _replay(self, pts: Tensor) -> _Captured | None:
         if self.eager_reason is not None:
@@ -128,12 +131,12 @@ class GraphPreprocessor:
 
     def padded(self, pts: Tensor) -> tuple[Tensor, Tensor, PendingStats] | None:
         """All ``max_voxels`` rows (padding coords one row below the canvas) and the stats still in flight: no
-        host synchronization. None when graphs are unavailable."""
+        host synchronization. None when graphs are unavailable. Unlike ``__call__`` it hands out the graph's own
+        buffers, no copies: they (and the stats) hold until the next replay of this bucket, which is all one
+        frame needs (the pipeline consumes them at once)."""
         cap = self._replay(pts)
         if cap is None:
             return None
-        host = torch.empty(cap.counters.shape, dtype=cap.counters.dtype, pin_memory=True)
-        host.copy_(cap.counters, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return cap.feats.clone(), cap.coords.clone(), PendingStats(host, done, pts.shape[0], self.cfg)
+        cap.host_counters.copy_(cap.counters, non_blocking=True)
+        cap.counters_sent.record()
+        return cap.feats, cap.coords, PendingStats(cap.host_counters, cap.counters_sent, pts.shape[0], self.cfg)
