@@ -64,8 +64,9 @@ def plot_latency(timings: dict[str, list[dict[str, float]]], path: Path) -> Path
 
 
 def plot_pr_curves(curves: dict[str, dict[str, Any]], class_names: Sequence[str], threshold: str,
-                   path: Path) -> Path:
-    """Precision/recall per class at one matching threshold; one line per backend."""
+                   path: Path, unit: str = " m") -> Path:
+    """Precision/recall per class at one matching threshold (``unit``: " m" centre distance, " IoU"); one line
+    per backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +79,7 @@ def plot_pr_curves(curves: dict[str, dict[str, Any]], class_names: Sequence[str]
             curve = per_class.get(cls, {}).get(threshold)
             if curve is not None:
                 ax.plot(curve[0], curve[1], label=backend)
-        ax.set_title(f"{cls} @ {threshold} m")
+        ax.set_title(f"{cls} @ {threshold}{unit}")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")

@@ -244,3 +244,6 @@ def test_cli_replay_eval_and_fleet_on_camera_bag(drive, cfg, offline, tmp_path):
     assert fleet.exit_code == 0 and fleet.summary["task"] == "detection2d"
     single = json.loads((tmp_path / "fleet" / "summary.json").read_text())
     assert single["image_topic"] == image_topic("camera1") and single["counts"]["scored"] == int(SECONDS * 10)
+    assert single["fleet"]["headline"] == "AP50"  # the per-bag table names the 2D headline, not mAP@2m
+    report = (tmp_path / "fleet" / "report.md").read_text()
+    assert "AP50 (this bag)" in report and "mAP@2m" not in report

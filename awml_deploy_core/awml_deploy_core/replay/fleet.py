@@ -476,7 +476,9 @@ def _finish_set(out: Path, label: str, bags: list[Path], results: list[dict[str,
     summary["fleet"] = {"bags": rows, "failures": [{"bag": r["bag"], "error": r["error"]} for r in failed],
                         "workers": workers, "address": address, "settings": asdict(settings),
                         "resumed": sum(1 for r in rows if r.get("resumed")), "frames_evaluated_now": frames_new,
-                        "aggregation": "metrics over all frames of all bags at once (not a mean of per-bag values)"}
+                        "aggregation": "metrics over all frames of all bags at once (not a mean of per-bag values)",
+                        # what each bag's row holds under the key map_at_2m: the task's headline (AP50 for 2D)
+                        "headline": task.headline({}).label}
     if interrupted and not summary.get("error"):
         summary["error"] = (f"interrupted: {len(ok)} of {len(rows)} bags finished; re-run the same command to "
                             "evaluate the rest")
@@ -497,11 +499,13 @@ def _append_bag_table(report: Path, fleet: dict[str, Any]) -> None:
     rows = [[Path(r["bag"]).name, r["status"] + (" (resumed)" if r.get("resumed") else ""), r.get("frames", ""),
              r.get("scored", ""), "-" if r.get("map_at_2m") is None else f"{r['map_at_2m']:.4f}",
              "-" if r.get("wall_s") is None else f"{r['wall_s']:.1f}", r.get("error") or ""] for r in fleet["bags"]]
+    headline = fleet.get("headline", "mAP@2m")
     text = report.read_text(encoding="utf-8") + "\n".join([
         "", f"## Bags ({len(rows)})", "",
-        "The set's metrics above are computed over all frames of all bags at once; the per-bag mAP@2m here is for "
-        "reading only (its mean is not the set's mAP).", "",
-        markdown_table(["bag", "status", "frames", "scored", "mAP@2m (this bag)", "wall [s]", "reason"], rows), ""])
+        f"The set's metrics above are computed over all frames of all bags at once; the per-bag {headline} here is "
+        f"for reading only (its mean is not the set's {headline}).", "",
+        markdown_table(["bag", "status", "frames", "scored", f"{headline} (this bag)", "wall [s]", "reason"], rows),
+        ""])
     atomic_write_text(report, text)
 
 

@@ -116,9 +116,9 @@ def _plots(out: Path, summaries: dict[str, dict[str, Any]], frames: dict[str, li
     curves = {k: task.pr_curves(s) for k, s in summaries.items() if s.get("metrics")}
     if any(c for c, _ in curves.values()):  # a classifier (calibration status) has none
         thr = next(iter(curves.values()))[1]
-        plot_pr_curves({k: c for k, (c, _) in curves.items()}, class_names, thr, plots / "pr_curves.png")
-        made.append((f"Precision / recall at {thr}{' m' if task.name == 'detection3d' else ' IoU'}",
-                     "plots/pr_curves.png"))
+        unit = " m" if task.name == "detection3d" else " IoU"
+        plot_pr_curves({k: c for k, (c, _) in curves.items()}, class_names, thr, plots / "pr_curves.png", unit)
+        made.append((f"Precision / recall at {thr}{unit}", "plots/pr_curves.png"))
     plot_latency_over_time(frames, plots / "latency_over_time.png")
     made.append(("Total latency over the drive", "plots/latency_over_time.png"))
     plot_drops_over_time(frames, plots / "drops_over_time.png")
