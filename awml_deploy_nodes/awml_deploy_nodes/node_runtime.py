@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
@@ -127,6 +128,10 @@ class Mailbox:
         with self._cv:
             replaced, self._item = self._item, item
             self._cv.notify()
+        # Give the GIL away now: the woken worker would otherwise wait for the executor thread's forced switch
+        # (GIL_SWITCH_INTERVAL_S) while rclpy's spin loop runs. bench_node, quiet, 200k points: callback start ->
+        # worker start 0.74 -> 0.31 ms median, the node's own part 2.5 -> 1.3-1.6 ms.
+        time.sleep(0)
         return replaced
 
     def take(self) -> Any:
