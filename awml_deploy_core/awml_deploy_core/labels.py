@@ -9,6 +9,8 @@ UNKNOWN (0). No ROS imports.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Sequence
 
@@ -39,8 +41,16 @@ def autoware_label(class_name: str) -> int:
 
 
 def autoware_labels(class_names: Sequence[str]) -> np.ndarray:
-    """uint8 lookup table: class index -> Autoware label."""
-    return np.array([autoware_label(n) for n in class_names], dtype=np.uint8)
+    """uint8 lookup table: class index -> Autoware label (read-only; made once per class list: the node asks for
+    it every frame)."""
+    return _autoware_labels(tuple(class_names))
+
+
+@functools.lru_cache(maxsize=32)
+def _autoware_labels(class_names: tuple[str, ...]) -> np.ndarray:
+    lut = np.array([autoware_label(n) for n in class_names], dtype=np.uint8)
+    lut.setflags(write=False)
+    return lut
 
 
 def labels_to_autoware(labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:

@@ -16,16 +16,20 @@ the byte-for-byte test fails.
 
 from __future__ import annotations
 
+import functools
+import struct
 from typing import Any, Sequence
 
 import numpy as np
 
+from awml_deploy_core.labels import labels_to_autoware
 from awml_deploy_core.structures import Boxes3D
 
 ENCAPSULATION_CDR_LE = b"\x00\x01\x00\x00"
 _FLOATS = 13  # pose 7 (position xyz, orientation xyzw), dimensions 3, velocity 3
 
 
+@functools.lru_cache(maxsize=8)
 def _object_dtype(phase: int) -> np.dtype:
     """Record of one DetectedObject whose label byte sits at stream offset = phase (mod 8)."""
     score = (phase + 1 + 3) // 4 * 4  # align 4 after the label
@@ -43,9 +47,7 @@ assert _LATER.itemsize == 112
 
 def _header_bytes(header: Any) -> bytes:
     frame = header.frame_id.encode("utf-8") + b"\x00"
-    head = np.array([header.stamp.sec, header.stamp.nanosec], dtype="<i8")
-    return (head[:1].astype("<i4").tobytes() + head[1:].astype("<u4").tobytes()
-            + np.uint32(len(frame)).astype("<u4").tobytes() + frame)
+    return struct.pack("<iII", header.stamp.sec, header.stamp.nanosec, len(frame)) + frame
 
 
 def detected_objects_cdr(boxes: Boxes3D, labels: np.ndarray, header: Any, with_velocity: bool) -> bytes:
@@ -57,12 +59,11 @@ def detected_objects_cdr(boxes: Boxes3D, labels: np.ndarray, header: Any, with_v
     n = len(boxes)
     body = bytearray(_header_bytes(header))
     body += b"\x00" * (-len(body) % 4)  # the sequence length is 4-aligned
-    body += np.uint32(n).astype("<u4").tobytes()
+    body += struct.pack("<I", n)
     if n == 0:
         return ENCAPSULATION_CDR_LE + bytes(body)
     first = _object_dtype(len(body) % 8)
-    rec = np.zeros(1, first).tobytes() + np.zeros(n - 1, _LATER).tobytes() if n > 1 else np.zeros(1, first).tobytes()
-    buf = bytearray(rec)
+    buf = bytearray(first.itemsize + (n - 1) * _LATER.itemsize)  # zeroed: the padding bytes stay 0
     b = np.asarray(boxes.boxes, dtype=np.float64)
     floats = np.zeros((n, _FLOATS), dtype=np.float64)
     floats[:, :3] = b[:, :3]
@@ -84,17 +85,11 @@ def detected_objects_cdr(boxes: Boxes3D, labels: np.ndarray, header: Any, with_v
         view["floats"] = floats[start:stop]
         view["has_velocity"] = 1 if with_velocity else 0
         start = stop
-    return ENCAPSULATION_CDR_LE + bytes(body) + bytes(buf)
+    body += buf
+    return ENCAPSULATION_CDR_LE + bytes(body)
 
 
 def boxes_to_detected_objects_cdr(boxes: Boxes3D, class_names: Sequence[str], header: Any,
                                   with_velocity: bool) -> bytes:
     """Boxes3D -> serialized awml_deploy_msgs/DetectedObjects (labels outside class_names -> UNKNOWN)."""
-    from .conversions import autoware_labels
-
-    lut = autoware_labels(class_names)
-    labels = np.asarray(boxes.labels)
-    out = np.zeros(len(labels), dtype=np.uint8)
-    ok = (labels >= 0) & (labels < len(lut))
-    out[ok] = lut[labels[ok]]
-    return detected_objects_cdr(boxes, out, header, with_velocity)
+    return detected_objects_cdr(boxes, labels_to_autoware(boxes.labels, class_names), header, with_velocity)
