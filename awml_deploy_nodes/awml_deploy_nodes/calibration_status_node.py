@@ -362,7 +362,7 @@ class CalibrationStatusNode(ModelNode):
             miscalibrated_score=float(out.miscalibrated_score), camera_frame_id=camera_frame,
             lidar_frame_id=lidar_frame))
         total_ms = (time.perf_counter() - t0) * 1e3
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(image.header.stamp)) / 1e6
+        latency_ms = (self.now_ns() - stamp_to_ns(image.header.stamp)) / 1e6
         t = out.timings_ms
         self.publish_stats(header, {"preprocess": t["input_build"] + t_convert, "inference": t["inference"],
                                     "postprocess": t["postprocess"]}, total_ms, latency_ms, cloud_info.num_points,

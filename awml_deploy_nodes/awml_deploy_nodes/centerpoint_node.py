@@ -172,7 +172,7 @@ class CenterPointNode(ModelNode):
         if self._autoware_pub is not None:
             autoware = to_autoware_detected_objects(out.detections, self.params.class_names, header,
                                                     self.model.cfg.model.with_velocity)
-        now_ns = self.get_clock().now().nanoseconds
+        now_ns = self.now_ns()
         total_ms = (time.perf_counter() - t0) * 1e3
         self._objects_pub.publish(objects)
         if autoware is not None:

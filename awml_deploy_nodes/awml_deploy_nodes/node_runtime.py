@@ -262,6 +262,13 @@ class ModelNode(Node):
                 self.get_logger().error(f"frame failed (counted as internal_error, node continues):\n"
                                         f"{traceback.format_exc()}", throttle_duration_sec=ERROR_LOG_PERIOD_S)
 
+    def now_ns(self) -> int:
+        """The node's ROS time in nanoseconds. With sim time off that is the system clock, read directly: a frame's
+        latency stamp then costs a few microseconds instead of Clock.now()'s Time object (~70 us measured in the
+        node after an inference)."""
+        clock = self.get_clock()  # a ROSClock; without the property (not seen so far) it is asked as before
+        return clock.now().nanoseconds if getattr(clock, "ros_time_is_active", True) else time.time_ns()
+
     def publish_stats(self, header: Any, timings_ms: dict[str, float], total_ms: float, latency_ms: float,
                       input_size: int, output_count: int) -> None:
         """InferenceStats of one processed input; ``timings_ms`` has preprocess, inference and postprocess."""

@@ -219,7 +219,7 @@ class YoloxNode(ModelNode):
         headers = [Header(stamp=msgs[c].header.stamp, frame_id=msgs[c].header.frame_id) for c in cams]
         # Serialized in one numpy pass per image and published as bytes (no per-box message objects).
         payloads = [detections2d_cdr(d.boxes, d.scores, d.labels, h) for d, h in zip(out.batch, headers)]
-        now_ns = self.get_clock().now().nanoseconds
+        now_ns = self.now_ns()
         total_ms = (time.perf_counter() - t0) * 1e3
         for cam, payload in zip(cams, payloads):
             self._det_pubs[cam].publish(payload)
