@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -142,13 +143,25 @@ def load_checkpoint(
     ``model_config``, settings that differ (points per pillar, NMS radii, ...) are logged in one warning line
     and attached as ``model.checkpoint_config_differences``.
     """
+    return load_weights(path, cfg, CenterPointModelConfig, build_centerpoint, map_location)
+
+
+def load_weights(path: str | Path, cfg: Any, config_cls: type[Any], build: Callable[[Any], torch.nn.Module],
+                 map_location: str | torch.device = "cpu",
+                 rename: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+                 ) -> tuple[Any, Any]:
+    """Every family's checkpoint loading: read, the config (given, else the stored ``model_config`` parsed as
+    ``config_cls``), the state dict (``rename`` maps foreign keys to ours), ``build(cfg)``, the strict name check,
+    then ``checkpoint_meta`` and ``checkpoint_config_differences`` attached to the model."""
     path = Path(path)
     obj = _read(path, map_location)
     cfg_given = cfg is not None
     if cfg is None:
-        cfg = parse_stored_config(obj, path, CenterPointModelConfig)
+        cfg = parse_stored_config(obj, path, config_cls)
     sd = extract_state_dict(obj, path)
-    model = build_centerpoint(cfg)
+    if rename is not None:
+        sd = rename(sd)
+    model = build(cfg)
     check_state_dict(model, sd, path, cfg.name)
     model.load_state_dict(sd, strict=False)  # strictness checked above (num_batches_tracked may be absent)
     model.checkpoint_meta = dict(obj.get("meta") or {})  # type: ignore[attr-defined]

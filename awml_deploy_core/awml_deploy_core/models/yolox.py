@@ -226,18 +226,9 @@ def load_yolox_checkpoint(path: str | Path, cfg: YOLOXModelConfig | None = None,
                           map_location: str | torch.device = "cpu") -> tuple[YOLOX, YOLOXModelConfig]:
     """Build YOLOX (from ``cfg`` or the checkpoint's ``model_config``) and load the weights strictly by name
     (our own checkpoints and mmdet/AWML ones: ``state_dict`` with ``backbone.``/``neck.``/``bbox_head.`` keys)."""
-    from .checkpoint import _read, check_state_dict, extract_state_dict, parse_stored_config, warn_config_differences
+    from .checkpoint import load_weights
 
-    path = Path(path)
-    obj = _read(path, map_location)
-    given = cfg is not None
-    if cfg is None:
-        cfg = parse_stored_config(obj, path, YOLOXModelConfig)
-    sd = {k: v for k, v in extract_state_dict(obj, path).items() if not k.startswith(("ema_", "data_preprocessor."))}
-    model = build_yolox(cfg)
-    check_state_dict(model, sd, path, cfg.name)
-    model.load_state_dict(sd, strict=False)  # strictness checked above (num_batches_tracked may be absent)
-    model.checkpoint_meta = dict(obj.get("meta") or {})  # type: ignore[attr-defined]
-    if given:
-        warn_config_differences(path, obj.get("model_config"), cfg)
-    return model.to(map_location).eval(), cfg
+    def ours(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in sd.items() if not k.startswith(("ema_", "data_preprocessor."))}
+
+    return load_weights(path, cfg, YOLOXModelConfig, build_yolox, map_location, ours)
