@@ -41,6 +41,7 @@ from ..data.calibration_pairs import LABEL_INDEX, pair_perturbation, perturb_ext
 from ..models.calibration_status import build_calibration_status
 from ..models.checkpoint import save_checkpoint
 from ..pipelines.calibration.input_builder import BuilderSpec, build_batch
+from .ema import ema_update
 
 EVAL_SEED = 10_000
 FRUSTUM_MARGIN = 0.3  # points kept up to this share of the image size outside it (perturbed views see them)
@@ -247,12 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         d = min(0.999, (1 + step) / (10 + step))
+        ema_update(ema, model, d)
         with torch.no_grad():
-            for pe, pm in zip(ema.state_dict().values(), model.state_dict().values()):
-                if pe.dtype.is_floating_point:
-                    pe.mul_(d).add_(pm.detach(), alpha=1 - d)
-                else:
-                    pe.copy_(pm)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         step += 1

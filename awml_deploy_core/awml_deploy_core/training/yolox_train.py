@@ -34,6 +34,7 @@ from ..config import YOLOXModelConfig
 from ..models.checkpoint import save_checkpoint
 from ..models.yolox import YOLOX, build_yolox
 from .yolox_loss import yolox_loss_batched
+from .ema import ema_update
 
 EVAL_SEED = 10_000
 
@@ -253,12 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             updates += 1
             d = 0.9998 * (1 - math.exp(-updates / 500))
-            with torch.no_grad():
-                for pe, pm in zip(ema.state_dict().values(), model.state_dict().values()):
-                    if pe.dtype.is_floating_point:
-                        pe.mul_(d).add_(pm.detach(), alpha=1 - d)
-                    else:
-                        pe.copy_(pm)
+            ema_update(ema, model, d)
             step += 1
             if step % 50 == 0:
                 rec = {"step": step, "epoch": epoch, "lr": lr, "loss": float(loss.detach()), **parts,
