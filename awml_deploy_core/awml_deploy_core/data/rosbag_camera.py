@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from .rosbag_io import BagReader, _header, stamp_to_ns, typestore
+from .rosbag_io import BagReader, _header, read_decoded, stamp_to_ns, typestore
 
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
@@ -156,14 +156,8 @@ def detections2d_to_arrays(msg: Any) -> Boxes2D:
 def read_images(reader: BagReader, topic: str) -> Any:
     """(header stamp ns, log time ns, (H, W, 3) uint8 BGR, writable: a copy where decoding gave a view of the
     bag's bytes) for every image on ``topic``."""
-    msgtype = reader.require(topic, (IMAGE,), "camera")
-    for i, (log_ns, raw) in enumerate(reader.messages(topic)):
-        msg = reader.deserialize(raw, msgtype, topic, i)
-        try:
-            img = image_to_bgr(msg)
-        except ValueError as e:
-            raise DatasetError(f"bag {reader.path}: image {i} on topic {topic!r} is malformed ({e})") from None
-        yield stamp_to_ns(msg.header.stamp), log_ns, img if img.flags.writeable else img.copy()
+    for stamp_ns, log_ns, img in read_decoded(reader, topic, (IMAGE,), "camera", "image", image_to_bgr):
+        yield stamp_ns, log_ns, img if img.flags.writeable else img.copy()
 
 
 def read_detections2d(reader: BagReader, topic: str, role: str = "ground-truth") -> list[tuple[int, Boxes2D]]:

@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -296,16 +296,23 @@ class BagReader:
         self.close()
 
 
-def read_clouds(reader: BagReader, topic: str) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(header stamp ns, log time ns, (N, 5) points) for every cloud on ``topic``."""
-    msgtype = reader.require(topic, (POINTCLOUD2,), "lidar")
+def read_decoded(reader: BagReader, topic: str, msgtypes: tuple[str, ...], role: str, what: str,
+                 decode: Callable[[Any], Any]) -> Iterator[tuple[int, int, Any]]:
+    """(header stamp ns, log time ns, ``decode(msg)``) for every message on ``topic``; a message ``decode`` refuses
+    (ValueError) is one DatasetError naming the bag, the ``what`` and its index."""
+    msgtype = reader.require(topic, msgtypes, role)
     for i, (log_ns, raw) in enumerate(reader.messages(topic)):
         msg = reader.deserialize(raw, msgtype, topic, i)
         try:
-            points = cloud_to_points(msg)
+            value = decode(msg)
         except ValueError as e:
-            raise DatasetError(f"bag {reader.path}: cloud {i} on topic {topic!r} is malformed ({e})") from None
-        yield stamp_to_ns(msg.header.stamp), log_ns, points
+            raise DatasetError(f"bag {reader.path}: {what} {i} on topic {topic!r} is malformed ({e})") from None
+        yield stamp_to_ns(msg.header.stamp), log_ns, value
+
+
+def read_clouds(reader: BagReader, topic: str) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(header stamp ns, log time ns, (N, 5) points) for every cloud on ``topic``."""
+    return read_decoded(reader, topic, (POINTCLOUD2,), "lidar", "cloud", cloud_to_points)
 
 
 def read_detected_objects(reader: BagReader, topic: str, class_names: Sequence[str]) -> list[tuple[int, Boxes3D]]:
