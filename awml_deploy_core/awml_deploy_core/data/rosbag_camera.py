@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError
 from .rosbag_io import BagReader, _header, read_decoded, stamp_to_ns, typestore
 
 IMAGE = "sensor_msgs/msg/Image"
