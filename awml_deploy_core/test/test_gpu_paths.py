@@ -271,7 +271,8 @@ def _padded_vs_eager(pts: np.ndarray, cfg: CenterPointModelConfig, device: str, 
     assert stats == ref.stats
     v = stats.num_voxels
     assert p.shape[0] == num.shape[0] == coords.shape[0] == cfg.max_voxels
-    assert torch.equal(p[:v].cpu(), ref.points) and not p[v:].any()
+    assert torch.equal(p[:v].cpu(), ref.slots) and not p[v:].any()
+    assert torch.equal(p[:v, :, 5].cpu(), (torch.arange(p.shape[1]) < ref.num_points[:, None]).float())
     assert torch.equal(num[:v].cpu(), ref.num_points) and not num[v:].any()
     assert torch.equal(coords[:v].cpu(), ref.coords)
     feats = encoder_features_from(p, num, coords, cfg)
@@ -356,7 +357,7 @@ def test_graph_preprocess_bit_identical_to_cpu_and_one_sync():
 @cuda
 @pytest.mark.parametrize("rule", [{}, {"circle_nms_dist_threshold": 1.5}, {"iou_nms": "autoware"}])
 def test_graph_postprocess_equals_host_nms(rule):
-    from awml_deploy_core.pipelines.centerpoint.decode import GraphDecoder
+    from awml_deploy_core.pipelines.centerpoint.decode import COL_CONVERGED, GraphDecoder
     from awml_deploy_core.pipelines.centerpoint.nms import nms
 
     cfg = tiny_model_cfg()
@@ -380,4 +381,31 @@ def test_graph_postprocess_equals_host_nms(rule):
         for f in ("boxes", "scores", "labels", "velocities"):
             np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
         if graph.gpu_nms:
-            assert graph._packed[0, 13].item() == 1.0  # the GPU NMS reached its fixed point (no host fallback)
+            assert graph._packed[0, COL_CONVERGED].item() == 1.0  # the GPU NMS reached its fixed point
+
+
+@cuda
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_head_writes_into_the_decoder_buffers(cuda_graph):
+    """Once the decoder graph is captured, __call__ has the head write its outputs into the decoder's input
+    buffers (postprocess copies nothing): the detections are those of the separate stages, frame after frame."""
+    from awml_deploy_core.pipelines.centerpoint.pipeline import CenterPointPipeline
+
+    cfg = tiny_model_cfg()
+    model = build_centerpoint(cfg).eval()
+    with torch.no_grad():
+        model.pts_bbox_head.task_heads[0].heatmap[-1].bias += 4.0
+    pipe = CenterPointPipeline(cfg, torch_runners(model, cfg, "cuda", "centerpoint", "fp32", cuda_graph), "cuda")
+    ref = CenterPointPipeline(cfg, torch_runners(model, cfg, "cuda"), "cuda")
+    for n, seed in ((20000, 1), (15000, 2), (20000, 3)):
+        cloud = torch.from_numpy(messy_cloud(n, seed)).cuda()
+        got = pipe(cloud)
+        bufs = pipe._decoder.buffers
+        assert bufs is not None and set(bufs) >= {"heatmap", "reg"}
+        pre = ref.preprocess(cloud)
+        outs = ref.head(ref.scatter(ref.encode(pre.input_features), pre.coords))
+        for name, buf in bufs.items():  # the last frame's head outputs are in the buffers
+            torch.testing.assert_close(buf, outs[name], atol=1e-5, rtol=1e-5)
+        want = ref.postprocess(outs)
+        assert len(want) > 0 and len(got.detections) == len(want)
+        np.testing.assert_allclose(got.detections.boxes, want.boxes, atol=1e-4, rtol=1e-4)

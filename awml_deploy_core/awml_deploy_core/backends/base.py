@@ -71,15 +71,27 @@ class GraphRunner:
     def closed(self) -> bool:
         return self._closed
 
-    def __call__(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
+        """The graph's outputs by name. ``out``: preallocated tensors (name -> tensor of that output's shape) to
+        write those outputs into, e.g. the next stage's input buffers; they are returned in their place."""
         if self._closed:
             raise RunnerError(f"{self.name}: the runner is closed (its session/engine was released); load the "
                               f"pipeline again to run it")
         check_inputs(self.name, self.inputs, inputs)
-        return self._infer_impl(inputs)
+        return self._infer_impl(inputs) if out is None else self._infer_into(inputs, out)
 
     def _infer_impl(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def _infer_into(self, inputs: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+        """``_infer_impl``, then the ``out`` outputs copied into place; a backend that can write them there
+        directly (one copy less) overrides this."""
+        result = self._infer_impl(inputs)
+        for name, dst in out.items():
+            result[name] = dst.copy_(result[name])
+        return result
 
     def _release(self) -> None:
         """Drop what the backend holds (sessions, contexts, buffers); called once by ``close()``."""

@@ -111,22 +111,36 @@ class TorchGraphRunner(GraphRunner):
             out = self.module(*static_in)
         return _Captured(graph, static_in, (out,) if isinstance(out, torch.Tensor) else tuple(out))
 
-    def _infer_impl(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], bool]:
+        """The raw outputs, and whether they are a captured graph's static buffers (overwritten next replay)."""
         args = [self._cast(inputs[n]) for n in self.input_names]
         key = tuple(tuple(a.shape) for a in args)
         captured = self._graphs.get(key) if self.cuda_graph else None
         if captured is None and self.cuda_graph and len(self._graphs) < MAX_GRAPHS:
             captured = self._graphs[key] = self._capture(args)
-        if captured is not None:
-            for buf, a in zip(captured.inputs, args):
-                buf.copy_(a)
-            captured.graph.replay()
-            # The graph's outputs are overwritten by the next replay: hand out copies.
-            out = tuple(o.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-                        for o in captured.outputs)
-        else:
-            out = tuple(o.to(torch.float32, memory_format=torch.contiguous_format) for o in self._forward(args))
-        return dict(zip(self.output_names, out))
+        if captured is None:
+            return self._forward(args), False
+        for buf, a in zip(captured.inputs, args):
+            buf.copy_(a)
+        captured.graph.replay()
+        return captured.outputs, True
+
+    def _infer_impl(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out, static = self._run(inputs)
+        # A graph's outputs are overwritten by the next replay: hand out copies (float32, contiguous).
+        return {n: o.to(torch.float32, memory_format=torch.contiguous_format, copy=static)
+                for n, o in zip(self.output_names, out)}
+
+    def _infer_into(self, inputs: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+        raw, static = self._run(inputs)
+        result = {}
+        for n, o in zip(self.output_names, raw):
+            if n in out:  # the conversion to float32 / contiguous is this copy itself
+                result[n] = out[n].copy_(o)
+            else:
+                result[n] = o.to(torch.float32, memory_format=torch.contiguous_format, copy=static)
+        return result
 
     def _release(self) -> None:
         self._graphs.clear()

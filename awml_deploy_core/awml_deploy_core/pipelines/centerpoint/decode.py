@@ -103,76 +103,98 @@ def decode(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Boxes3
     )
 
 
-def decode_packed(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Tensor:
+# Columns of the packed rows (``decode_packed`` writes 0..11, the graph decoder's NMS adds the last two).
+COL_KEEP = 11  # a candidate of decode: passed its thresholds, centre inside the range
+COL_NMS_KEEP = 12  # kept by the GPU circle NMS and the post-NMS cap
+COL_CONVERGED = 13  # the GPU NMS reached its fixed point (else: the host NMS on columns 0..11)
+
+
+def decode_packed(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig,
+                  stacked: tuple[Tensor, dict[str, int]] | None = None) -> Tensor:
     """The same candidates as the CPU path with no data-dependent shape (so no sync, and CUDA-graph capturable):
     all cells sorted with the failed ones below every passing score (stable, so ties keep raster order), the
     first ``max_num`` decoded. Returns (K, 12) float32 rows [box 7, score, label, vx, vy, keep]; ``unpack`` them
-    on the host."""
+    on the host. ``stacked``: every output map as rows of one (channels, H * W) tensor and each output's first
+    row there, so that the K cells of all channels are gathered in one kernel (one node of the graph, not 11)."""
     flat_score, flat_label, passed, w_out = _candidates(outputs, cfg)
     masked = torch.where(passed, flat_score, torch.full((), -1.0, device=flat_score.device))
     s, idx = torch.sort(masked, descending=True, stable=True)
     k = min(cfg.max_num, idx.numel())
     idx, s = idx[:k], s[:k]
-    boxes, velocity, inside = _boxes_at(outputs, cfg, idx, w_out)
+    boxes, velocity, inside = _boxes_at(outputs, cfg, idx, w_out, stacked)
     keep = inside & (s >= 0)  # a passing score is > its threshold >= 0
     return torch.cat([boxes, s[:, None], flat_label[idx].to(torch.float32)[:, None], velocity,
                       keep.to(torch.float32)[:, None]], dim=1)
 
 
 def unpack(packed: np.ndarray) -> Boxes3D:
-    rows = packed[packed[:, 11] > 0]
+    rows = packed[packed[:, COL_KEEP] > 0]
     return Boxes3D(boxes=np.ascontiguousarray(rows[:, :7]), scores=np.ascontiguousarray(rows[:, 7]),
                    labels=rows[:, 8].astype(np.int64), velocities=np.ascontiguousarray(rows[:, 9:11]))
 
 
-def decode_nms_packed(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> Tensor:
-    """``decode_packed`` plus the circle NMS (gpu_nms.py; only where ``gpu_nms_supported``): (K, 14) rows, column
-    12 = kept after NMS and the post-NMS cap, column 13 = the fixed point was reached (same on every row)."""
-    packed = decode_packed(outputs, cfg)
-    keep, converged = circle_nms_keep(packed, cfg)
-    k = packed.shape[0]
-    return torch.cat([packed, keep.to(torch.float32)[:, None], converged.to(torch.float32).expand(k)[:, None]],
-                     dim=1)
-
-
 def unpack_nms(packed: np.ndarray, cfg: CenterPointModelConfig) -> Boxes3D:
-    """``decode_nms_packed`` rows on the host -> the detections after NMS (the host NMS where the GPU one had not
-    converged: the same kept set either way)."""
-    if len(packed) and packed[0, 13] > 0:
-        rows = packed[packed[:, 12] > 0]
-        return unpack(rows[:, :12])
-    return nms(unpack(packed[:, :12]), cfg)
+    """The graph decoder's rows on the host (NMS columns included) -> the detections after NMS (the host NMS where
+    the GPU one had not converged: the same kept set either way)."""
+    if len(packed) and packed[0, COL_CONVERGED] > 0:
+        return unpack(packed[packed[:, COL_NMS_KEEP] > 0, :COL_KEEP + 1])
+    return nms(unpack(packed[:, :COL_KEEP + 1]), cfg)
 
 
 class GraphDecoder:
     """``decode`` on CUDA replayed from one captured CUDA graph (decode_packed is static in shape): the head
-    outputs are copied into the graph's input buffers, one replay, one device-to-host copy. Captured on the
-    first call; head outputs of another shape than the captured ones are decoded eagerly. Where the NMS config
-    allows (``gpu_nms_supported``) the graph runs the circle NMS too (``postprocess``)."""
+    outputs are copied into the graph's input buffer (every map a slice of one tensor, gathered in one kernel),
+    one replay, one device-to-host copy. Captured on the first call; head outputs of another shape than the
+    captured ones are decoded eagerly. Where the NMS config allows (``gpu_nms_supported``) the graph runs the
+    circle NMS too (``postprocess``)."""
 
     def __init__(self, cfg: CenterPointModelConfig) -> None:
         self.cfg = cfg
         self.gpu_nms = gpu_nms_supported(cfg)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._inputs: dict[str, Tensor] = {}
+        self._stacked: tuple[Tensor, dict[str, int]] | None = None
         self._packed: Tensor | None = None
         self.eager_reason: str | None = None  # set when capture failed: decoding eagerly from then on
 
-    def _fn(self, outputs: Mapping[str, Tensor]) -> Tensor:
-        return decode_nms_packed(outputs, self.cfg) if self.gpu_nms else decode_packed(outputs, self.cfg)
+    @property
+    def buffers(self) -> dict[str, Tensor] | None:
+        """The graph's input buffers once captured (one (1, C, H, W) float32 tensor per head output): the head
+        can write its outputs straight into them (``GraphRunner(..., out=buffers)``), and ``postprocess`` then
+        copies nothing."""
+        return self._inputs if self._graph is not None else None
+
+    def _fn(self) -> Tensor:
+        packed = decode_packed(self._inputs, self.cfg, self._stacked)
+        if not self.gpu_nms:
+            return packed
+        keep, converged = circle_nms_keep(packed, self.cfg)
+        k = packed.shape[0]
+        return torch.cat([packed, keep.to(torch.float32)[:, None], converged.to(torch.float32).expand(k)[:, None]],
+                         dim=1)
 
     def _capture(self, outputs: Mapping[str, Tensor]) -> None:
-        self._inputs = {k: v.detach().clone() for k, v in outputs.items()}
-        side = torch.cuda.Stream(self._inputs["heatmap"].device)
+        names = list(outputs)
+        first = outputs[names[0]]
+        h, w = first.shape[-2:]
+        offsets, total = {}, 0
+        for n in names:
+            offsets[n], total = total, total + outputs[n].shape[1]
+        stack = torch.empty(total, h, w, dtype=torch.float32, device=first.device)
+        self._inputs = {n: stack[offsets[n]:offsets[n] + outputs[n].shape[1]].unsqueeze(0) for n in names}
+        for n in names:
+            self._inputs[n].copy_(outputs[n])
+        self._stacked = (stack.view(total, h * w), offsets)
+        side = torch.cuda.Stream(first.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # uploads the constant tables, settles the allocator
-                self._fn(self._inputs)
+                self._fn()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._packed = self._fn(self._inputs)
+                self._packed = self._fn()
         except RuntimeError as e:  # an op that cannot be captured on this torch/GPU: say so, decode eagerly
             self.eager_reason = str(e).splitlines()[0]
             log.warning("decode: CUDA graph capture failed (%s); decoding eagerly", self.eager_reason)
@@ -182,37 +204,46 @@ class GraphDecoder:
     def _replay(self, outputs: Mapping[str, Tensor]) -> np.ndarray | None:
         """The packed rows on the host, or None where the eager path must run (other shapes, no graph)."""
         if self._graph is None and self.eager_reason is None:
+            fits = all(v.dim() == 4 and v.shape[0] == 1 and v.shape[-2:] == outputs["heatmap"].shape[-2:]
+                       and v.is_floating_point() for v in outputs.values())
+            if not fits:
+                return None
             self._capture(outputs)
-        same = self._graph is not None and all(
-            k in outputs and outputs[k].shape == v.shape and outputs[k].dtype == v.dtype
-            for k, v in self._inputs.items())
+        same = self._graph is not None and outputs.keys() == self._inputs.keys() and all(
+            outputs[k].shape == v.shape and outputs[k].dtype == v.dtype for k, v in self._inputs.items())
         if not same:
             return None
         for k, buf in self._inputs.items():
-            buf.copy_(outputs[k])
+            if outputs[k] is not buf:  # the head wrote it there itself (buffers)
+                buf.copy_(outputs[k])
         self._graph.replay()
         return self._packed.cpu().numpy()  # one transfer: the one sync
 
     def __call__(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
         """Decoded candidates, before NMS (= ``decode``)."""
         packed = self._replay(outputs)
-        return decode(outputs, self.cfg) if packed is None else unpack(packed[:, :12])
+        return decode(outputs, self.cfg) if packed is None else unpack(packed[:, :COL_KEEP + 1])
 
     def postprocess(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
         """Detections after NMS (= ``nms(decode(...))``), the NMS in the graph where supported."""
         packed = self._replay(outputs)
         if packed is None:
             return nms(decode(outputs, self.cfg), self.cfg)
-        return unpack_nms(packed, self.cfg) if self.gpu_nms else nms(unpack(packed), self.cfg)
+        return unpack_nms(packed, self.cfg) if self.gpu_nms else nms(unpack(packed[:, :COL_KEEP + 1]), self.cfg)
 
 
-def _boxes_at(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, idx: Tensor, w_out: int
-              ) -> tuple[Tensor, Tensor, Tensor]:
+def _boxes_at(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig, idx: Tensor, w_out: int,
+              stacked: tuple[Tensor, dict[str, int]] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Boxes (K, 7), velocities (K, 2) and the in-range mask (K,) of the output cells ``idx`` (raster order)."""
     dev = idx.device
+    if stacked is not None:
+        rows, first = stacked[0][:, idx], stacked[1]  # every channel at the K cells: one gather
 
-    def at(name: str, ch: int) -> Tensor:
-        return outputs[name][0, ch].reshape(-1)[idx].float()
+        def at(name: str, ch: int) -> Tensor:
+            return rows[first[name] + ch]
+    else:
+        def at(name: str, ch: int) -> Tensor:
+            return outputs[name][0, ch].reshape(-1)[idx].float()
 
     yi = (idx // w_out).to(torch.float32)
     xi = (idx % w_out).to(torch.float32)

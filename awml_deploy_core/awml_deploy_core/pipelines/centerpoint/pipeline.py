@@ -80,8 +80,9 @@ class CenterPointPipeline:
         # padded: the padding rows' cell (gy, 0) is the spare cell past the canvas, cut off
         return scatter_pillars(pillar_features.float(), coords, gx, gy, batch_size=1, spare_cell=padded)
 
-    def head(self, spatial_features: Tensor) -> dict[str, Tensor]:
-        out = self.runners["head"]({"spatial_features": spatial_features})
+    def head(self, spatial_features: Tensor, into: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The head's outputs; ``into``: tensors to write them into (the graph decoder's input buffers)."""
+        out = self.runners["head"]({"spatial_features": spatial_features}, out=into)
         missing = [n for n in HEAD_OUTPUT_NAMES if n not in out]
         if missing:
             raise ValueError(f"head runner {self.runners['head'].name!r} did not return {missing}")
@@ -126,7 +127,10 @@ class CenterPointPipeline:
             spatial = self.scatter(pillars, pre.coords, pre.padded)
             self._sync()
             t3 = time.perf_counter()
-            outs = self.head(spatial)
+            # Straight into the graph decoder's input buffers once it has them (one copy per output less); not
+            # when the raw outputs are handed out: the next frame would overwrite them.
+            into = self._decoder.buffers if self._decoder is not None and not return_raw else None
+            outs = self.head(spatial, into)
             self._sync()
             t4 = time.perf_counter()
             dets = self.postprocess(outs)

@@ -48,10 +48,11 @@ class VoxelStats:
 
 @dataclass
 class Voxels:
-    points: Tensor  # (V, P, 5) float32 raw points, zero padded
+    points: Tensor  # (V, P, 5) float32 raw points, zero padded (the first 5 columns of ``slots``)
     num_points: Tensor  # (V,) int64
     coords: Tensor  # (V, 2) int64 as (y_idx, x_idx)
     stats: VoxelStats
+    slots: Tensor | None = None  # (V, P, 6): the points and a last column, 1 where a slot holds a point, else 0
 
 
 def as_points(points: np.ndarray | Tensor, device: str | torch.device | None = None) -> Tensor:
@@ -77,22 +78,21 @@ def as_points(points: np.ndarray | Tensor, device: str | torch.device | None = N
     return t.contiguous()
 
 
-def _f32(value: float, like: Tensor) -> Tensor:
-    # A device tensor, not a Python scalar: CUDA kernels may turn division by a CPU scalar into a
-    # multiplication by its reciprocal, which would break CPU/CUDA bit-equality. Made once per device (a
-    # fill per use would be a node of the preprocess CUDA graph each).
-    return _f32_on(float(value), like.device)
-
-
 @functools.lru_cache(maxsize=128)
-def _f32_on(value: float, device: torch.device) -> Tensor:
-    return torch.full((1,), value, dtype=torch.float32, device=device)
+def _device_row(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A (len(values),) device tensor made once: per-column constants of an (N, k) op (one kernel for k axes).
+    A device tensor, not a Python scalar: CUDA kernels may turn division by a CPU scalar into a multiplication
+    by its reciprocal, which would break CPU/CUDA bit-equality; made once per device (a fill per use would be a
+    node of the preprocess CUDA graph each)."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
-def cell_index(values: Tensor, vmin: float, size: float, cells: int) -> Tensor:
-    """floor((v - vmin) / size) in float32, clamped to [0, cells - 1] (Autoware's formula)."""
-    idx = torch.floor((values - _f32(vmin, values)) / _f32(size, values).expand_as(values))
-    return idx.to(torch.int64).clamp_(0, cells - 1)
+def cell_index(values: Tensor, vmin: tuple[float, ...], size: tuple[float, ...], cells: tuple[int, ...]) -> Tensor:
+    """(N, k) coordinates -> floor((v - vmin) / size) per column in float32, clamped to [0, cells - 1] (Autoware's
+    formula); all k axes in one op chain (each op one node of the preprocess CUDA graph)."""
+    dev = values.device
+    idx = torch.floor((values - _device_row(vmin, torch.float32, dev)) / _device_row(size, torch.float32, dev))
+    return torch.minimum(idx.to(torch.int64).clamp_(min=0), _device_row(tuple(c - 1 for c in cells), torch.int64, dev))
 
 
 def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> dict[str, Tensor]:
@@ -104,24 +104,20 @@ def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> di
     gx, gy = cfg.grid_size
     r = cfg.point_cloud_range
 
-    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
     # x, y, z and intensity: a point with a NaN/Inf intensity would poison its pillar's features, so it is
     # dropped here like a NaN position (the node hands over the message's bytes unchecked, zero-copy).
     finite = torch.isfinite(pts[:, :4]).all(dim=1)
-    in_range = (
-        (x >= _f32(r[0], x)) & (x < _f32(r[3], x))
-        & (y >= _f32(r[1], y)) & (y < _f32(r[4], y))
-        & (z >= _f32(r[2], z)) & (z < _f32(r[5], z))
-        & finite
-    )  # (NaN compares false anyway: a non-finite x, y or z is never in range)
+    xyz = pts[:, :3]
+    inside = (xyz >= _device_row(tuple(r[:3]), torch.float32, dev)) & (xyz < _device_row(tuple(r[3:]), torch.float32, dev))
+    in_range = inside.all(dim=1) & finite  # (NaN compares false anyway: a non-finite x, y or z is never in range)
     if real is not None:
         finite = finite | ~real  # padding is not a NaN point
         in_range = in_range & real
 
     sentinel = gx * gy
     # int32 keys: a radix sort over half the bits (gx * gy < 2^31 for any grid a GPU holds).
-    pid = torch.where(in_range, cell_index(y, r[1], cfg.voxel_size[1], gy) * gx
-                      + cell_index(x, r[0], cfg.voxel_size[0], gx), sentinel).to(torch.int32)
+    cell = cell_index(pts[:, :2], tuple(r[:2]), tuple(cfg.voxel_size[:2]), (gx, gy))  # (N, 2) x, y
+    pid = torch.where(in_range, cell[:, 1] * gx + cell[:, 0], sentinel).to(torch.int32)
 
     # Group by pillar, input order inside a group (stable sort).
     pid_sorted, order = torch.sort(pid, stable=True)
@@ -162,17 +158,19 @@ def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> di
 
 def _place(pts: Tensor, a: dict[str, Tensor], cfg: CenterPointModelConfig, rows: int
            ) -> tuple[Tensor, Tensor, Tensor]:
-    """Points (rows, P, 5), num_points (rows,), coords (rows, 2) of the first ``rows`` pillars (rows >= the
-    kept pillar count: the rows beyond are empty: zero points, cell 0)."""
+    """Slots (rows, P, 6), num_points (rows,), coords (rows, 2) of the first ``rows`` pillars (rows >= the
+    kept pillar count: the rows beyond are empty: zero points, cell 0). A slot is a point's 5 columns and a 1
+    (0 in an empty slot): the occupancy column ``encoder_features_from`` multiplies the per-pillar offsets with."""
     dev = pts.device
     p_max = cfg.max_points_per_voxel
     gx = cfg.grid_size[0]
     rank, pillar_kept = a["rank"], a["pillar_kept"]
     sel = pillar_kept & a["slot_ok"]
     trash = rows * p_max  # one extra row takes every point not placed; dropped below
-    out = torch.zeros(trash + 1, POINT_DIMS, dtype=torch.float32, device=dev)
-    out.index_copy_(0, torch.where(sel, rank * p_max + a["slot"], trash), pts[a["order"]])
-    out = out[:trash].view(rows, p_max, POINT_DIMS)
+    src = torch.cat([pts, torch.ones_like(pts[:, :1])], dim=1)[a["order"]]
+    out = torch.zeros(trash + 1, POINT_DIMS + 1, dtype=torch.float32, device=dev)
+    out.index_copy_(0, torch.where(sel, rank * p_max + a["slot"], trash), src)
+    out = out[:trash].view(rows, p_max, POINT_DIMS + 1)
 
     heads = torch.where(a["new_group"] & pillar_kept, rank, rows)  # the first point of each kept pillar
     cell = torch.zeros(rows + 1, dtype=torch.int64, device=dev).index_copy_(
@@ -203,8 +201,8 @@ def voxelize_padded(buf: Tensor, n_real: Tensor, cfg: CenterPointModelConfig
                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``voxelize`` at fully static shapes (CUDA-graph capturable, no sync): the cloud is the first ``n_real``
     rows of ``buf`` (n_real: a (1,) int64 device tensor); outputs are padded to ``max_voxels`` pillars.
-    Returns points (max_voxels, P, 5), num_points, coords and the (6,) counters (``voxel_stats``); the first
-    ``num_voxels`` rows equal ``voxelize``'s bit for bit."""
+    Returns slots (max_voxels, P, 6) (``Voxels.slots``), num_points, coords and the (6,) counters
+    (``voxel_stats``); the first ``num_voxels`` rows equal ``voxelize``'s bit for bit."""
     real = torch.arange(buf.shape[0], device=buf.device) < n_real
     a = _assign(buf, cfg, real)
     out, num_points, coords = _place(buf, a, cfg, cfg.max_voxels)
@@ -220,5 +218,5 @@ def voxelize(points: np.ndarray | Tensor, cfg: CenterPointModelConfig) -> Voxels
     pts = as_points(points)
     a = _assign(pts, cfg, None)
     stats = voxel_stats(a["counters"].tolist(), pts.shape[0], cfg)  # the one device sync
-    out, num_points, coords = _place(pts, a, cfg, stats.num_voxels)
-    return Voxels(points=out, num_points=num_points, coords=coords, stats=stats)
+    slots, num_points, coords = _place(pts, a, cfg, stats.num_voxels)
+    return Voxels(points=slots[..., :POINT_DIMS], num_points=num_points, coords=coords, stats=stats, slots=slots)
