@@ -439,6 +439,49 @@ def test_mailbox_keeps_newest_and_counts_replaced():
     assert box.take() is None
 
 
+def test_mailbox_hands_over_to_an_idle_worker_and_never_waits_for_a_busy_one():
+    import threading
+    import time
+
+    from awml_deploy_nodes.node_runtime import Mailbox
+
+    box = Mailbox()
+    busy = threading.Event()
+    release = threading.Event()
+    taken = []
+
+    def worker():
+        while (item := box.take()) is not None:
+            taken.append(item)
+            if item == "slow":
+                busy.set()
+                release.wait(10)
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+
+    def wait_idle():
+        deadline = time.monotonic() + 10
+        while not box._idle and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert box._idle
+
+    wait_idle()
+    assert box.put("a") is False
+    assert box._item is None and taken == ["a"]  # the idle worker had it before put returned
+    wait_idle()
+    box.put("slow")
+    assert busy.wait(10)
+    assert box.put("b") is False and box._item == "b"  # busy worker: put returned at once, "b" waits
+    assert box.put("c") is True  # and "b" was dropped for the newer "c"
+    release.set()
+    wait_idle()
+    assert taken == ["a", "slow", "c"]
+    box.close()
+    t.join(5)
+    assert not t.is_alive()
+
+
 def test_node_health_report():
     from types import SimpleNamespace
 

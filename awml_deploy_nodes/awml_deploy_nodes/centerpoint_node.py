@@ -164,7 +164,8 @@ class CenterPointNode(ModelNode):
         nan_dropped = int(getattr(out.stats, "nan_dropped", 0))
         self.health.on_accepted(info.byte_swapped, info.organized, info.num_points - nan_dropped <= 0,
                                 info.non_finite + nan_dropped)
-        header = Header(stamp=msg.header.stamp, frame_id=self.params.frame_id or msg.header.frame_id)
+        # The input's own header unless the frame is overridden (a new Header costs ~40 us right after inference)
+        header = Header(stamp=msg.header.stamp, frame_id=self.params.frame_id) if self.params.frame_id else msg.header
         # Serialized in one numpy pass and published as bytes (no per-object message objects).
         objects = boxes_to_detected_objects_cdr(out.detections, self.params.class_names, header,
                                                 self.model.cfg.model.with_velocity)

@@ -22,27 +22,29 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from awml_deploy_core.labels import labels_to_autoware
+from awml_deploy_core.labels import autoware_labels, labels_to_autoware
 from awml_deploy_core.structures import Boxes3D
 
 ENCAPSULATION_CDR_LE = b"\x00\x01\x00\x00"
 _FLOATS = 13  # pose 7 (position xyz, orientation xyzw), dimensions 3, velocity 3
 
 
+# Every object after the first starts one byte past an 8-aligned position: label at 0, score at 3, the float64s
+# at 7, has_velocity at 111; 112 bytes. All n objects are written in this layout in one structured array, and the
+# first one's bytes are moved to its own offsets (``_first_layout``) by a few bytes operations.
+_RECORD = np.dtype({"names": ["label", "score", "floats", "has_velocity"],
+                    "formats": ["u1", "<f4", ("<f8", (_FLOATS,)), "u1"],
+                    "offsets": [0, 3, 7, 111], "itemsize": 112})
+_BOX_COLUMNS = [0, 1, 2, 3, 4, 5]  # x, y, z, length, width, height of Boxes3D.boxes
+_FLOAT_COLUMNS = [0, 1, 2, 7, 8, 9]  # where they go: position xyz, dimensions xyz
+
+
 @functools.lru_cache(maxsize=8)
-def _object_dtype(phase: int) -> np.dtype:
-    """Record of one DetectedObject whose label byte sits at stream offset = phase (mod 8)."""
+def _first_layout(phase: int) -> tuple[int, int]:
+    """Padding after the label and after the score of an object whose label byte sits at offset = phase (mod 8)."""
     score = (phase + 1 + 3) // 4 * 4  # align 4 after the label
     floats = (score + 4 + 7) // 8 * 8  # align 8 after the score
-    size = floats + 8 * _FLOATS + 1
-    return np.dtype({"names": ["label", "score", "floats", "has_velocity"],
-                     "formats": ["u1", "<f4", ("<f8", (_FLOATS,)), "u1"],
-                     "offsets": [0, score - phase, floats - phase, floats - phase + 8 * _FLOATS],
-                     "itemsize": size - phase})
-
-
-_LATER = _object_dtype(1)  # every object after the first: 112 bytes
-assert _LATER.itemsize == 112
+    return score - phase - 1, floats - score - 4
 
 
 def _header_bytes(header: Any) -> bytes:
@@ -54,42 +56,41 @@ def detected_objects_cdr(boxes: Boxes3D, labels: np.ndarray, header: Any, with_v
     """The serialized DetectedObjects of ``boxes`` with Autoware ``labels`` (uint8, one per box), ready to publish.
 
     Same conventions as :func:`awml_deploy_nodes.conversions.boxes_to_detected_objects` (quaternion of yaw about
-    +z; dimensions length, width, height; velocity and has_velocity only with ``with_velocity``).
+    +z; dimensions length, width, height; velocity and has_velocity only with ``with_velocity``). Few numpy calls
+    (each costs microseconds right after an inference, the caches cold), none per object.
     """
     n = len(boxes)
-    body = bytearray(_header_bytes(header))
-    body += b"\x00" * (-len(body) % 4)  # the sequence length is 4-aligned
-    body += struct.pack("<I", n)
+    head = _header_bytes(header)
+    head += b"\x00" * (-len(head) % 4) + struct.pack("<I", n)  # the sequence length is 4-aligned
     if n == 0:
-        return ENCAPSULATION_CDR_LE + bytes(body)
-    first = _object_dtype(len(body) % 8)
-    buf = bytearray(first.itemsize + (n - 1) * _LATER.itemsize)  # zeroed: the padding bytes stay 0
-    b = np.asarray(boxes.boxes, dtype=np.float64)
+        return ENCAPSULATION_CDR_LE + head
+    b = np.asarray(boxes.boxes)
     floats = np.zeros((n, _FLOATS), dtype=np.float64)
-    floats[:, :3] = b[:, :3]
-    half = 0.5 * b[:, 6]
-    floats[:, 5] = np.sin(half)
-    floats[:, 6] = np.cos(half)
-    floats[:, 7:10] = b[:, 3:6]
+    floats[:, _FLOAT_COLUMNS] = b[:, _BOX_COLUMNS]
+    half = b[:, 6].astype(np.float64) * 0.5  # quaternion (0, 0, sin(yaw / 2), cos(yaw / 2))
+    np.sin(half, out=floats[:, 5])
+    np.cos(half, out=floats[:, 6])
     if with_velocity:
-        floats[:, 10:12] = np.asarray(boxes.velocities, dtype=np.float64)
-    scores = np.asarray(boxes.scores).astype(np.float32)
-    views = [np.frombuffer(buf, first, count=1)]
-    if n > 1:
-        views.append(np.frombuffer(buf, _LATER, count=n - 1, offset=first.itemsize))
-    start = 0
-    for view in views:
-        stop = start + len(view)
-        view["label"] = labels[start:stop]
-        view["score"] = scores[start:stop]
-        view["floats"] = floats[start:stop]
-        view["has_velocity"] = 1 if with_velocity else 0
-        start = stop
-    body += buf
-    return ENCAPSULATION_CDR_LE + bytes(body)
+        floats[:, 10:12] = boxes.velocities
+    rec = np.zeros(n, _RECORD)  # zeroed: the padding bytes stay 0
+    rec["label"] = labels
+    rec["score"] = boxes.scores
+    rec["floats"] = floats
+    if with_velocity:
+        rec["has_velocity"] = 1
+    data = rec.tobytes()
+    pad_label, pad_score = _first_layout(len(head) % 8)
+    first = (data[0:1] + b"\x00" * pad_label + data[3:7] + b"\x00" * pad_score + data[7:112])
+    return ENCAPSULATION_CDR_LE + head + first + data[112:]
 
 
 def boxes_to_detected_objects_cdr(boxes: Boxes3D, class_names: Sequence[str], header: Any,
                                   with_velocity: bool) -> bytes:
     """Boxes3D -> serialized awml_deploy_msgs/DetectedObjects (labels outside class_names -> UNKNOWN)."""
-    return detected_objects_cdr(boxes, labels_to_autoware(boxes.labels, class_names), header, with_velocity)
+    lut = autoware_labels(class_names)
+    labels = np.asarray(boxes.labels)
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(lut)):
+        autoware = labels_to_autoware(labels, class_names)
+    else:  # the pipeline's labels: all in range, one lookup
+        autoware = lut[labels]
+    return detected_objects_cdr(boxes, autoware, header, with_velocity)
