@@ -32,7 +32,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from awml_deploy_core.errors import AwmlDeployError
 from awml_deploy_msgs.msg import InferenceStats
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Header
 
 from .diagnostics import NodeHealth
 from .node_params import ParamError, ParamSpec, declare_read_only
@@ -107,6 +109,13 @@ def with_model_overrides(loaded: Any, overrides: dict[str, Any]) -> Any:
     model = validate_config(loaded.family.model_config, {**model.model_dump(), **overrides}, source="node overrides")
     pipeline = loaded.family.make_pipeline(model, loaded.pipeline.runners, loaded.device)
     return dataclasses.replace(loaded, pipeline=pipeline, cfg=loaded.cfg.model_copy(update={"model": model}))
+
+
+def as_header(header: Any) -> Header:
+    """A std_msgs Header of a header-like object (e.g. cloud_cdr.Header of a raw subscription's cloud)."""
+    if isinstance(header, Header):
+        return header
+    return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec), frame_id=header.frame_id)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,8 +207,9 @@ class ModelNode(Node):
         self.health.sequence_gaps_known = CALLBACKS_WITH_INFO
         self._timer = self.create_timer(self.params.diagnostics_period_s, self.publish_diagnostics)
 
-    def subscribe(self, msg_type: Any, topic: str, on_msg: Callable[[Any], None]) -> Any:
-        """A sensor-data subscription whose callback also counts sequence gaps (Iron+) and message-lost events."""
+    def subscribe(self, msg_type: Any, topic: str, on_msg: Callable[[Any], None], raw: bool = False) -> Any:
+        """A sensor-data subscription whose callback also counts sequence gaps (Iron+) and message-lost events.
+        ``raw``: ``on_msg`` gets the serialized bytes (rclpy's raw subscription, Humble and newer)."""
         if CALLBACKS_WITH_INFO:
             def callback(msg: Any, info: Any) -> None:
                 on_msg(msg)
@@ -207,7 +217,7 @@ class ModelNode(Node):
         else:
             callback = on_msg
         return self.create_subscription(msg_type, topic, callback, INPUT_QOS,
-                                        event_callbacks=event_callbacks(self._on_lost))
+                                        event_callbacks=event_callbacks(self._on_lost), raw=raw)
 
     # ------------------------------------------------------------------ executor thread
     def _track_sequence(self, info: Any) -> None:
@@ -284,9 +294,10 @@ class ModelNode(Node):
 
     def publish_stats(self, header: Any, timings_ms: dict[str, float], total_ms: float, latency_ms: float,
                       input_size: int, output_count: int) -> None:
-        """InferenceStats of one processed input; ``timings_ms`` has preprocess, inference and postprocess."""
+        """InferenceStats of one processed input; ``timings_ms`` has preprocess, inference and postprocess.
+        ``header``: a std_msgs Header, or anything with ``stamp.sec``, ``stamp.nanosec`` and ``frame_id``."""
         stats = InferenceStats()
-        stats.header = header
+        stats.header = as_header(header)
         stats.backend = self.model.backend
         stats.precision = self.model.precision
         stats.preprocess_ms = float(timings_ms["preprocess"])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...arrays import tensor_view
 from ...config import CenterPointModelConfig
 
 POINT_DIMS = 5  # x, y, z, intensity, time_lag
@@ -66,7 +67,8 @@ def as_points(points: np.ndarray | Tensor, device: str | torch.device | None = N
             f"points must have shape (N, >=4) with columns x, y, z, intensity[, time_lag], got shape {shape}"
         )
     if isinstance(points, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(points[:, :POINT_DIMS], dtype=np.float32))
+        # a view when the cloud already is contiguous float32 (a node's message bytes, often read-only)
+        t = tensor_view(np.ascontiguousarray(points[:, :POINT_DIMS], dtype=np.float32))
     elif isinstance(points, Tensor):
         t = points[:, :POINT_DIMS].to(torch.float32)
     else:
