@@ -1,8 +1,9 @@
 """``centerpoint_node``: lidar point clouds in, CenterPoint 3D detections out.
 
 ROS glue only. The detections come from :class:`awml_deploy_core.pipelines.centerpoint.CenterPointPipeline`, the
-very object evaluation and verification run; the node converts the message to the (N, 5) array
-(``conversions.validate_pointcloud2`` + ``pipeline_points``: zero-copy for the usual float32 layouts), calls the
+very object evaluation and verification run; the node reads the serialized cloud of its raw subscription
+(``cloud_cdr``), converts it to the (N, 5) array (``conversions.validate_pointcloud2`` + ``pipeline_points``:
+zero-copy into the received bytes for the usual float32 layouts), calls the
 pipeline, and serializes its ``Boxes3D`` straight into the DetectedObjects bytes it publishes
 (``detections_cdr``; the same message ``conversions.boxes_to_detected_objects`` builds). Nothing of pre- or
 post-processing lives here.
