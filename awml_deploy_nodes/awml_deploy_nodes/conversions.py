@@ -44,6 +44,7 @@ yaw formula and the label table are the core's (``awml_deploy_core.data.detected
 from __future__ import annotations
 
 import array
+import functools
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
@@ -172,10 +173,20 @@ def _byte_order(is_bigendian: bool) -> str:
     return ">" if is_bigendian else "<"
 
 
-def _check_fields(msg: PointCloud2) -> dict[str, Any]:
+@dataclass
+class _Field:
+    """A PointField's four values as Python ints and str (a message's may be numpy scalars)."""
+
+    name: str
+    offset: int
+    datatype: int
+    count: int
+
+
+def _check_fields(fields: Sequence[_Field], step: int) -> dict[str, Any]:
     """Structure of every field: unique names, known types, inside point_step, no shared bytes."""
     by_name: dict[str, Any] = {}
-    for f in msg.fields:
+    for f in fields:
         if f.name in by_name:
             raise MalformedCloudError("duplicate_field", f"field {f.name!r} appears more than once")
         if f.datatype not in _DATATYPES:
@@ -184,11 +195,10 @@ def _check_fields(msg: PointCloud2) -> dict[str, Any]:
                 f"field {f.name!r} has datatype code {f.datatype}; sensor_msgs/PointField defines 1..8",
             )
         by_name[f.name] = f
-    step = int(msg.point_step)
     if step == 0:
-        raise MalformedCloudError("bad_point_step", f"point_step is 0 for a cloud of {msg.width}x{msg.height} points")
+        raise MalformedCloudError("bad_point_step", "point_step is 0 in a cloud that has points")
     spans = []
-    for f in msg.fields:
+    for f in fields:
         size = np.dtype(_DATATYPES[f.datatype]).itemsize * int(f.count)
         end = int(f.offset) + size
         if size and end > step:
@@ -204,6 +214,17 @@ def _check_fields(msg: PointCloud2) -> dict[str, Any]:
         if start_b < end_a:
             raise MalformedCloudError("overlapping_fields", f"fields {name_a!r} and {name_b!r} share bytes")
     return by_name
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_dtype(fields: tuple[tuple[Any, Any, Any, Any], ...], step: int, big_endian: bool,
+                  require: tuple[str, ...], optional: tuple[str, ...]) -> np.dtype:
+    """The checked layout's dtype of the fields read (the checks up to bad_datatype, in their order); made once
+    per layout (fields as (name, offset, datatype, count)): building it took most of the ~30 us a check cost per
+    cloud."""
+    typed = [_Field(str(n), int(o), int(d), int(c)) for n, o, d, c in fields]
+    chosen = _select_fields(_check_fields(typed, step), require, optional)
+    return pointcloud2_dtype(chosen, step, big_endian)
 
 
 def _select_fields(by_name: dict[str, Any], require: Iterable[str], optional: Iterable[str]) -> list[Any]:
@@ -292,11 +313,11 @@ def _validated_view(
     info.byte_swapped = bool(msg.is_bigendian) != (sys.byteorder == "big")
     if info.num_points_in == 0:
         return None, info
-    by_name = _check_fields(msg)
-    chosen = _select_fields(by_name, require, optional)
+    fields = tuple([(f.name, f.offset, f.datatype, f.count) for f in msg.fields])
+    dtype = _layout_dtype(fields, int(msg.point_step), bool(msg.is_bigendian), tuple(require), tuple(optional))
     _check_extent(msg, max_points)
     info.trailing_bytes = len(msg.data) - int(msg.row_step) * info.height
-    return _view(msg, pointcloud2_dtype(chosen, msg.point_step, msg.is_bigendian)), info
+    return _view(msg, dtype), info
 
 
 def pointcloud2_to_array(
