@@ -125,23 +125,27 @@ class CenterPointPipeline:
             self._sync()
             t2 = time.perf_counter()
             spatial = self.scatter(pillars, pre.coords, pre.padded)
+            if not return_raw:
+                del pillars
             self._sync()
             t3 = time.perf_counter()
             # Straight into the graph decoder's input buffers once it has them (one copy per output less); not
             # when the raw outputs are handed out: the next frame would overwrite them.
             into = self._decoder.buffers if self._decoder is not None and not return_raw else None
             outs = self.head(spatial, into)
+            del spatial  # the frame's buffers are freed inside the stage that last used them, not after it
             self._sync()
             t4 = time.perf_counter()
             dets = self.postprocess(outs)
+            if not return_raw:
+                del outs
             t5 = time.perf_counter()
             t.update(encoder=(t2 - t1) * 1e3, scatter=(t3 - t2) * 1e3, head=(t4 - t3) * 1e3, postprocess=(t5 - t4) * 1e3)
             if stats is None:  # padded: read after postprocess's transfer, no wait
                 stats = pre.stats.resolve()
-                pillars = pillars[: stats.num_voxels]
                 if stats.num_voxels == 0:
                     dets = Boxes3D()  # the same answer as the early exit above: no pillar, no object
             if return_raw:
-                raw = {"pillar_features": pillars, **outs}
+                raw = {"pillar_features": pillars[: stats.num_voxels], **outs}
         t["total"] = (time.perf_counter() - t0) * 1e3
         return PipelineOutput(detections=dets, timings_ms=t, stats=stats, raw=raw)
