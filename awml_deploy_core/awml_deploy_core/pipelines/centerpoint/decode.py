@@ -19,7 +19,6 @@ the x/y range are dropped (two steps Autoware does not have; see export/autoware
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...arrays import device_table
 from ...config import CenterPointModelConfig
 from ...structures import Boxes3D
 from .gpu_nms import circle_nms_keep, gpu_nms_supported
@@ -54,12 +54,6 @@ def wrap_angle(a: Tensor) -> Tensor:
     return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
 
 
-@functools.lru_cache(maxsize=64)
-def _device_constant(values: tuple[float, ...], device: torch.device) -> Tensor:
-    """A float32 table on the device, uploaded once (a host-to-device copy per frame would synchronize)."""
-    return torch.tensor(values, dtype=torch.float32, device=device)
-
-
 def _candidates(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> tuple[Tensor, Tensor, Tensor, int]:
     """Per output cell: best score, its label, whether it passes (class threshold, yaw norm); and the map width."""
     heatmap = outputs["heatmap"]
@@ -71,14 +65,14 @@ def _candidates(outputs: Mapping[str, Tensor], cfg: CenterPointModelConfig) -> t
     dev = heatmap.device
     scores_all = torch.sigmoid(heatmap[0].float())  # (C, H, W)
     score, label = torch.max(scores_all, dim=0)
-    thr = _device_constant(tuple(class_thresholds(cfg)), dev)
+    thr = device_table(tuple(class_thresholds(cfg)), torch.float32, dev)
     flat_score = score.reshape(-1)
     flat_label = label.reshape(-1)
     passed = flat_score > thr[flat_label]
     if cfg.nms.yaw_norm_thresholds is not None and any(t > 0 for t in cfg.nms.yaw_norm_thresholds):
         rot = outputs["rot"][0].float()
         norm = torch.sqrt(rot[0] * rot[0] + rot[1] * rot[1]).reshape(-1)
-        yaw_thr = _device_constant(tuple(yaw_norm_thresholds(cfg)), dev)
+        yaw_thr = device_table(tuple(yaw_norm_thresholds(cfg)), torch.float32, dev)
         passed &= norm >= yaw_thr[flat_label]
     return flat_score, flat_label, passed, w_out
 

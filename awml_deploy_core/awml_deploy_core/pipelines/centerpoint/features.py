@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from ...arrays import device_table
 from ...config import CenterPointModelConfig
 from .voxelize import POINT_DIMS, Voxels
 
@@ -75,8 +76,10 @@ def encoder_features_from(slots: Tensor, num_points: Tensor, coords: Tensor, cfg
     r = cfg.point_cloud_range
     iyx = coords[:, -2:].to(torch.float32)  # (V, 2) y, x
     # centre_x = voxel_x / 2 + x_idx * voxel_x + range_min_x, centre_y likewise: both in one (V, 2) op chain.
-    centre = (_const_pair(vx / 2, vy / 2, dev) + iyx.flip(1) * _const_pair(vx, vy, dev)) + _const_pair(r[0], r[1], dev)
-    cz = _const(vz / 2, dev) + _const(r[2], dev)  # a single z cell (pillars)
+    f32 = torch.float32
+    centre = (device_table((vx / 2, vy / 2), f32, dev) + iyx.flip(1) * device_table((vx, vy), f32, dev)) \
+        + device_table((r[0], r[1]), f32, dev)
+    cz = device_table((vz / 2,), f32, dev) + device_table((r[2],), f32, dev)  # a single z cell (pillars)
 
     m0 = 5 if n_feat == 11 else 4  # first offset column: after x, y, z[, intensity], time_lag
     weights = slots.new_zeros(v, POINT_DIMS + 1, n_feat)  # rows: the 5 point columns, then the occupancy
@@ -106,14 +109,3 @@ def _selection(cols: tuple[int, ...], device: torch.device) -> Tensor:
     sel = torch.zeros(POINT_DIMS, len(cols), dtype=torch.float32)
     sel[list(cols), list(range(len(cols)))] = 1.0
     return sel.to(device)
-
-
-@functools.lru_cache(maxsize=64)
-def _const(value: float, device: torch.device) -> Tensor:
-    """A (1,) float32 device tensor, made once (a device tensor, not a Python scalar: see voxelize._device_row)."""
-    return torch.full((1,), value, dtype=torch.float32, device=device)
-
-
-@functools.lru_cache(maxsize=64)
-def _const_pair(a: float, b: float, device: torch.device) -> Tensor:
-    return torch.tensor([a, b], dtype=torch.float32, device=device)

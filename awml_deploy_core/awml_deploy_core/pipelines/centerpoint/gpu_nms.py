@@ -14,12 +14,11 @@ otherwise (a suppression chain longer than the step count), so the result is alw
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from ...arrays import device_table
 from ...config import CenterPointModelConfig
 
 FIXPOINT_STEPS = 10  # enough for the chains of real scenes; a longer one falls back to the host
@@ -27,11 +26,6 @@ FIXPOINT_STEPS = 10  # enough for the chains of real scenes; a longer one falls 
 
 def gpu_nms_supported(cfg: CenterPointModelConfig) -> bool:
     return cfg.nms.kind == "circle" and cfg.nms.iou_nms == "off"
-
-
-@functools.lru_cache(maxsize=64)
-def _table(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _suppress(packed: Tensor, cfg: CenterPointModelConfig) -> Tensor:
@@ -44,7 +38,7 @@ def _suppress(packed: Tensor, cfg: CenterPointModelConfig) -> Tensor:
         dy = y[:, None] - y[None, :]
         d2 = dx * dx + dy * dy
         thr2 = float(np.float32(n.circle_nms_dist_threshold) ** 2)
-        return d2 < _table((thr2,), torch.float32, dev)
+        return d2 < device_table((thr2,), torch.float32, dev)
     radii = list(n.circle_radius)
     if len(radii) == 1:
         radii = radii * len(cfg.class_names)
@@ -53,7 +47,7 @@ def _suppress(packed: Tensor, cfg: CenterPointModelConfig) -> Tensor:
     dx = x[:, None] - x[None, :]
     dy = y[:, None] - y[None, :]
     d2 = dx * dx + dy * dy
-    r = _table(tuple(float(v) for v in radii), torch.float64, dev)[label]
+    r = device_table(tuple(float(v) for v in radii), torch.float64, dev)[label]
     return (label[:, None] == label[None, :]) & (d2 < (r * r)[:, None])
 
 

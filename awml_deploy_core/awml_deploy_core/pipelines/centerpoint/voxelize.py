@@ -10,14 +10,13 @@ points and the first ``max_voxels`` pillars are kept. Everything dropped is coun
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ...arrays import tensor_view
+from ...arrays import device_table, tensor_view
 from ...config import CenterPointModelConfig
 
 POINT_DIMS = 5  # x, y, z, intensity, time_lag
@@ -80,21 +79,12 @@ def as_points(points: np.ndarray | Tensor, device: str | torch.device | None = N
     return t.contiguous()
 
 
-@functools.lru_cache(maxsize=128)
-def _device_row(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A (len(values),) device tensor made once: per-column constants of an (N, k) op (one kernel for k axes).
-    A device tensor, not a Python scalar: CUDA kernels may turn division by a CPU scalar into a multiplication
-    by its reciprocal, which would break CPU/CUDA bit-equality; made once per device (a fill per use would be a
-    node of the preprocess CUDA graph each)."""
-    return torch.tensor(values, dtype=dtype, device=device)
-
-
 def cell_index(values: Tensor, vmin: tuple[float, ...], size: tuple[float, ...], cells: tuple[int, ...]) -> Tensor:
     """(N, k) coordinates -> floor((v - vmin) / size) per column in float32, clamped to [0, cells - 1] (Autoware's
     formula); all k axes in one op chain (each op one node of the preprocess CUDA graph)."""
     dev = values.device
-    idx = torch.floor((values - _device_row(vmin, torch.float32, dev)) / _device_row(size, torch.float32, dev))
-    return torch.minimum(idx.to(torch.int64).clamp_(min=0), _device_row(tuple(c - 1 for c in cells), torch.int64, dev))
+    idx = torch.floor((values - device_table(vmin, torch.float32, dev)) / device_table(size, torch.float32, dev))
+    return torch.minimum(idx.to(torch.int64).clamp_(min=0), device_table(tuple(c - 1 for c in cells), torch.int64, dev))
 
 
 def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> dict[str, Tensor]:
@@ -110,7 +100,7 @@ def _assign(pts: Tensor, cfg: CenterPointModelConfig, real: Tensor | None) -> di
     # dropped here like a NaN position (the node hands over the message's bytes unchecked, zero-copy).
     finite = torch.isfinite(pts[:, :4]).all(dim=1)
     xyz = pts[:, :3]
-    inside = (xyz >= _device_row(tuple(r[:3]), torch.float32, dev)) & (xyz < _device_row(tuple(r[3:]), torch.float32, dev))
+    inside = (xyz >= device_table(tuple(r[:3]), torch.float32, dev)) & (xyz < device_table(tuple(r[3:]), torch.float32, dev))
     in_range = inside.all(dim=1) & finite  # (NaN compares false anyway: a non-finite x, y or z is never in range)
     if real is not None:
         finite = finite | ~real  # padding is not a NaN point
