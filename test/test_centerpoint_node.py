@@ -218,7 +218,8 @@ def test_detections_equal_offline_pipeline(tmp_path, ros_env, small_ckpt):
 def test_malformed_clouds_are_counted_and_node_keeps_answering(tmp_path, ros_env, small_bundle, small_ckpt):
     name = "cp_bad"
     params = {"bundle_dir": str(small_bundle), "backend": "onnxruntime", "score_threshold": SMALL_THRESHOLD,
-              "processing_time_budget_ms": 5000.0, "diagnostics_period_s": 0.5}
+              "processing_time_budget_ms": 5000.0, "diagnostics_period_s": 0.5,
+              "max_points": cloud_cases.NODE_MAX_POINTS}
     cases = [c for c in cloud_cases.CASES if c != "plain"]
     plan = [{"case": "plain", "seed": 200, "wait": "output"}]
     for c in cases:

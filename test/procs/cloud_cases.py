@@ -119,9 +119,17 @@ def missing_z(points: np.ndarray) -> PointCloud2:
     return _raw([("x", 0, F32, 1), ("y", 4, F32, 1), ("intensity", 8, F32, 1)], 12, len(points), data)
 
 
+# Tests that publish too_many_points start the node with max_points=NODE_MAX_POINTS, so the cloud stays small
+# (4.8 MB). The former 36 MB cloud above the default 2M was ~550 fragments of the transport's default 65,500 B
+# message size, more than the shared-memory port queue's default 512 descriptors; on a loaded CI machine none of
+# its three tries reached the node.
+NODE_MAX_POINTS = 300_000
+TOO_MANY_POINTS = 400_000
+
+
 def too_many_points(points: np.ndarray) -> PointCloud2:
-    """3M real points (x, y, z: 36 MB), above the node's default max_points of 2M."""
-    n = 3_000_000
+    """TOO_MANY_POINTS real points (x, y, z; 4.8 MB), above NODE_MAX_POINTS (a plain sweep has ~130k)."""
+    n = TOO_MANY_POINTS
     reps = -(-n // len(points))
     xyz = np.tile(points[:, :3], (reps, 1))[:n]
     return _raw(XYZI[:3], 12, n, np.ascontiguousarray(xyz, dtype="<f4").tobytes())
