@@ -139,6 +139,25 @@ def test_voxelize_and_features_bit_identical_on_cuda():
 
 
 @cuda
+@pytest.mark.parametrize("n_feat", [9, 10, 11])
+def test_features_kernel_bit_identical_to_the_cpu_matmul(n_feat):
+    """The Triton features kernel (where triton imports) against the CPU's batched matmul, bit for bit: signed
+    zeros included (points at exactly -0.0 and at the pillar mean)."""
+    from awml_deploy_core.pipelines.centerpoint import features_triton
+
+    cfg = tiny_model_cfg().model_copy(update={"encoder_in_features": n_feat})
+    pts = messy_cloud(20000, seed=7)
+    pts[200:260, :3] = -0.0
+    pts[300:310] = pts[300]  # a pillar of identical points: x - mean is exactly 0
+    vox = voxelize(torch.from_numpy(pts), cfg)
+    ref = encoder_features(vox, cfg)
+    vox_cuda = voxelize(torch.from_numpy(pts).cuda(), cfg)
+    got = encoder_features(vox_cuda, cfg).cpu()
+    assert features_triton.available(vox_cuda.slots) == (features_triton.triton is not None)
+    assert torch.equal(ref.view(torch.int32), got.view(torch.int32))
+
+
+@cuda
 def test_decode_static_path_matches_cpu():
     cfg = tiny_model_cfg().model_copy(update={"max_num": 50})
     model = build_centerpoint(cfg).eval()

@@ -149,6 +149,7 @@ class GraphDecoder:
         self._inputs: dict[str, Tensor] = {}
         self._stacked: tuple[Tensor, dict[str, int]] | None = None
         self._packed: Tensor | None = None
+        self._host: Tensor | None = None  # pinned: the packed rows' landing place on the host
         self.eager_reason: str | None = None  # set when capture failed: decoding eagerly from then on
 
     @property
@@ -194,6 +195,7 @@ class GraphDecoder:
             log.warning("decode: CUDA graph capture failed (%s); decoding eagerly", self.eager_reason)
             return
         self._graph = graph
+        self._host = torch.empty(self._packed.shape, dtype=self._packed.dtype, pin_memory=True)
 
     def _replay(self, outputs: Mapping[str, Tensor]) -> np.ndarray | None:
         """The packed rows on the host, or None where the eager path must run (other shapes, no graph)."""
@@ -203,15 +205,20 @@ class GraphDecoder:
             if not fits:
                 return None
             self._capture(outputs)
-        same = self._graph is not None and outputs.keys() == self._inputs.keys() and all(
-            outputs[k].shape == v.shape and outputs[k].dtype == v.dtype for k, v in self._inputs.items())
-        if not same:
+        if self._graph is None or outputs.keys() != self._inputs.keys():
             return None
         for k, buf in self._inputs.items():
-            if outputs[k] is not buf:  # the head wrote it there itself (buffers)
-                buf.copy_(outputs[k])
+            given = outputs[k]
+            if given is buf:  # the head wrote it there itself (buffers)
+                continue
+            if given.shape != buf.shape or given.dtype != buf.dtype:
+                return None
+            buf.copy_(given)
         self._graph.replay()
-        return self._packed.cpu().numpy()  # one transfer: the one sync
+        # One blocking transfer, the frame's one sync, into pinned memory (no staging copy, no allocation).
+        # Callers copy what they keep (``unpack`` selects rows), so the next frame may overwrite it.
+        self._host.copy_(self._packed)
+        return self._host.numpy()
 
     def __call__(self, outputs: Mapping[str, Tensor]) -> Boxes3D:
         """Decoded candidates, before NMS (= ``decode``)."""

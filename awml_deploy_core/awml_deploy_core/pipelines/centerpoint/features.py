@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ...arrays import device_table
 from ...config import CenterPointModelConfig
+from . import features_triton
 from .voxelize import POINT_DIMS, Voxels
 
 
@@ -82,6 +83,9 @@ def encoder_features_from(slots: Tensor, num_points: Tensor, coords: Tensor, cfg
     cz = device_table((vz / 2,), f32, dev) + device_table((r[2],), f32, dev)  # a single z cell (pillars)
 
     m0 = 5 if n_feat == 11 else 4  # first offset column: after x, y, z[, intensity], time_lag
+    if features_triton.available(slots):  # the same bits in one kernel (see features_triton)
+        parts = [slots.new_zeros(v, m0), mean, centre] + ([] if n_feat == 9 else [cz.expand(v, 1)])
+        return features_triton.features(slots, _SOURCE_COLUMNS[n_feat], torch.cat(parts, dim=1))
     weights = slots.new_zeros(v, POINT_DIMS + 1, n_feat)  # rows: the 5 point columns, then the occupancy
     weights[:, :POINT_DIMS] = _selection(_SOURCE_COLUMNS[n_feat], dev)
     torch.neg(mean, out=weights[:, POINT_DIMS, m0:m0 + 3])
