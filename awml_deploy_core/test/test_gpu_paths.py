@@ -139,13 +139,14 @@ def test_voxelize_and_features_bit_identical_on_cuda():
 
 
 @cuda
-@pytest.mark.parametrize("n_feat", [9, 10, 11])
-def test_features_kernel_bit_identical_to_the_cpu_matmul(n_feat):
-    """The Triton features kernel (where triton imports) against the CPU's batched matmul, bit for bit: signed
-    zeros included (points at exactly -0.0 and at the pillar mean)."""
+@pytest.mark.parametrize("n_feat, slots", [(9, 3), (10, 8), (11, 20), (11, 32)])
+def test_features_kernel_bit_identical_to_the_cpu_matmul(n_feat, slots):
+    """The Triton features kernel (where triton imports) against the CPU's mean tree and batched matmul, bit for
+    bit: signed zeros included (points at exactly -0.0 and at the pillar mean), slot counts that are and are not
+    powers of two."""
     from awml_deploy_core.pipelines.centerpoint import features_triton
 
-    cfg = tiny_model_cfg().model_copy(update={"encoder_in_features": n_feat})
+    cfg = tiny_model_cfg().model_copy(update={"encoder_in_features": n_feat, "max_points_per_voxel": slots})
     pts = messy_cloud(20000, seed=7)
     pts[200:260, :3] = -0.0
     pts[300:310] = pts[300]  # a pillar of identical points: x - mean is exactly 0

@@ -70,9 +70,6 @@ def encoder_features_from(slots: Tensor, num_points: Tensor, coords: Tensor, cfg
     if slots.shape[2] == POINT_DIMS:
         occupied = (torch.arange(p, device=dev)[None, :] < num_points[:, None]).to(torch.float32)
         slots = torch.cat([slots, occupied[..., None]], dim=2)
-    count = num_points.to(torch.float32).clamp(min=1.0)[:, None]
-    mean = _pairwise_sum(slots[:, :, :3]) / count  # (V, 3); empty slots are 0
-
     vx, vy, vz = cfg.voxel_size
     r = cfg.point_cloud_range
     iyx = coords[:, -2:].to(torch.float32)  # (V, 2) y, x
@@ -83,7 +80,12 @@ def encoder_features_from(slots: Tensor, num_points: Tensor, coords: Tensor, cfg
     cz = device_table((vz / 2,), f32, dev) + device_table((r[2],), f32, dev)  # a single z cell (pillars)
 
     m0 = 5 if n_feat == 11 else 4  # first offset column: after x, y, z[, intensity], time_lag
-    if features_triton.available(slots):  # the same bits in one kernel (see features_triton)
+    on_triton = features_triton.available(slots)  # the same bits in one kernel (see features_triton)
+    if on_triton and features_triton.mean_in_kernel(p):
+        return features_triton.features_with_mean(slots, num_points, centre, cz, _SOURCE_COLUMNS[n_feat], m0)
+    count = num_points.to(torch.float32).clamp(min=1.0)[:, None]
+    mean = _pairwise_sum(slots[:, :, :3]) / count  # (V, 3); empty slots are 0
+    if on_triton:
         parts = [slots.new_zeros(v, m0), mean, centre] + ([] if n_feat == 9 else [cz.expand(v, 1)])
         return features_triton.features(slots, _SOURCE_COLUMNS[n_feat], torch.cat(parts, dim=1))
     weights = slots.new_zeros(v, POINT_DIMS + 1, n_feat)  # rows: the 5 point columns, then the occupancy
