@@ -21,6 +21,7 @@ There is no float multiplication, so no fused multiply-add can change a bit.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import Tensor
@@ -32,11 +33,14 @@ except ImportError:  # no triton (CPU-only torch, CI): features.py's torch code 
     triton = None
 
 ROWS_PER_PROGRAM = 128  # (pillar, slot) rows per program: 128 x 16 lanes (4 pillars of 32 slots)
+# AWML_DEPLOY_TRITON=0 turns the kernels off (the torch code runs, same results): an escape hatch for a platform
+# whose Triton build misbehaves.
+ENABLED = triton is not None and os.environ.get("AWML_DEPLOY_TRITON", "1") != "0"
 
 
 def available(slots: Tensor) -> bool:
-    """True where ``features`` runs: triton, and (V, P, 6) slots on a CUDA device."""
-    return triton is not None and slots.is_cuda and slots.dim() == 3 and slots.shape[2] == 6
+    """True where ``features`` runs: triton (not turned off), and (V, P, 6) slots on a CUDA device."""
+    return ENABLED and slots.is_cuda and slots.dim() == 3 and slots.shape[2] == 6
 
 
 def mean_in_kernel(p: int) -> bool:
