@@ -20,11 +20,12 @@ There is no float multiplication, so no fused multiply-add can change a bit.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 from torch import Tensor
+
+from ...arrays import device_table
 
 try:
     import triton
@@ -109,11 +110,6 @@ if triton is not None:
         tl.store(out_ptr + row[:, :, None] * F + f, value, mask=mask)
 
 
-@functools.lru_cache(maxsize=16)
-def _columns(cols: tuple[int, ...], device: torch.device) -> Tensor:
-    return torch.tensor(cols, dtype=torch.int32, device=device)
-
-
 def features(slots: Tensor, cols: tuple[int, ...], offsets: Tensor) -> Tensor:
     """slots (V, P, 6) float32 (``Voxels.slots``), cols: the slot column of each of the F features, offsets
     (V, F) float32 (0 where a feature is the raw column) -> (V, P, F): ``slots[..., cols] - offsets`` in the
@@ -126,7 +122,7 @@ def features(slots: Tensor, cols: tuple[int, ...], offsets: Tensor) -> Tensor:
     n_rows = v * p
     if n_rows:
         grid = (triton.cdiv(n_rows, ROWS_PER_PROGRAM),)
-        _features_kernel[grid](slots, _columns(cols, slots.device), offsets, out, n_rows,
+        _features_kernel[grid](slots, device_table(cols, torch.int32, slots.device), offsets, out, n_rows,
                                P=p, F=n_feat, F_POW2=triton.next_power_of_2(n_feat), ROWS=ROWS_PER_PROGRAM)
     return out
 
@@ -141,8 +137,9 @@ def features_with_mean(slots: Tensor, num_points: Tensor, centre: Tensor, cz: Te
     out = torch.empty(v, p, n_feat, dtype=torch.float32, device=slots.device)
     if v:
         pb = ROWS_PER_PROGRAM // p
+        cols_t = device_table(cols, torch.int32, slots.device)
         _features_mean_kernel[(triton.cdiv(v, pb),)](
-            slots.contiguous(), num_points.contiguous(), centre.contiguous(), cz, _columns(cols, slots.device), out,
-            v, P=p, PB=pb, F=n_feat, F_POW2=triton.next_power_of_2(n_feat), LEVELS=p.bit_length() - 1, M0=m0,
+            slots.contiguous(), num_points.contiguous(), centre.contiguous(), cz, cols_t, out, v,
+            P=p, PB=pb, F=n_feat, F_POW2=triton.next_power_of_2(n_feat), LEVELS=p.bit_length() - 1, M0=m0,
             WITH_CZ=n_feat > m0 + 5)
     return out
