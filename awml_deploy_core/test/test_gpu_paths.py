@@ -40,6 +40,19 @@ def messy_cloud(n: int, seed: int = 0) -> np.ndarray:
     return pts
 
 
+def signed_zero_cloud(n: int, seed: int = 7) -> np.ndarray:
+    """messy_cloud whose first points sit at exactly -0.0 (first in their pillars, so never truncated), and a
+    pillar of two identical points that no other point shares (the mean is exact: x - mean is exactly 0)."""
+    pts = messy_cloud(n, seed)
+    pts[0:2, :3] = -0.0
+    pts[2:4, 0] = -0.0
+    same = np.float32([3.05, 3.05, 0.5, 7.0, 0.0])
+    cell = np.floor((pts[:, :2] - np.float32(-10.24)) / np.float32(0.32))
+    pts[(cell == np.floor((same[:2] - np.float32(-10.24)) / np.float32(0.32))).all(axis=1), 0] = 100.0  # out of range
+    pts[4:6] = same
+    return pts
+
+
 # ------------------------------------------------------------------------------------------- CPU
 @pytest.mark.parametrize("precision, graph", [("fp16", False), ("tf32", False), ("fp32", True)])
 def test_gpu_only_options_are_refused_on_cpu(precision, graph):
@@ -147,9 +160,7 @@ def test_features_kernel_bit_identical_to_the_cpu_matmul(n_feat, slots):
     from awml_deploy_core.pipelines.centerpoint import features_triton
 
     cfg = tiny_model_cfg().model_copy(update={"encoder_in_features": n_feat, "max_points_per_voxel": slots})
-    pts = messy_cloud(20000, seed=7)
-    pts[200:260, :3] = -0.0
-    pts[300:310] = pts[300]  # a pillar of identical points: x - mean is exactly 0
+    pts = signed_zero_cloud(20000)
     vox = voxelize(torch.from_numpy(pts), cfg)
     ref = encoder_features(vox, cfg)
     vox_cuda = voxelize(torch.from_numpy(pts).cuda(), cfg)

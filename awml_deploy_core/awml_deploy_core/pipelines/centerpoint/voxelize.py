@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ...arrays import device_table, tensor_view
 from ...config import CenterPointModelConfig
+from . import voxelize_triton
 
 POINT_DIMS = 5  # x, y, z, intensity, time_lag
 
@@ -198,6 +199,8 @@ def voxelize_padded(buf: Tensor, n_real: Tensor, cfg: CenterPointModelConfig
     rows of ``buf`` (n_real: a (1,) int64 device tensor); outputs are padded to ``max_voxels`` pillars.
     Returns slots (max_voxels, P, 6) (``Voxels.slots``), num_points, coords and the (6,) counters
     (``voxel_stats``); the first ``num_voxels`` rows equal ``voxelize``'s bit for bit."""
+    if voxelize_triton.available(buf):  # the same results in three kernels (see voxelize_triton)
+        return voxelize_triton.voxelize_padded(buf, n_real, cfg)
     real = torch.arange(buf.shape[0], device=buf.device) < n_real
     a = _assign(buf, cfg, real)
     out, num_points, coords = _place(buf, a, cfg, cfg.max_voxels)
