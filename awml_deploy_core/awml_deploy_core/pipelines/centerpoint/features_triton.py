@@ -9,7 +9,8 @@ H200 (64,000 x 32 x 11 outputs: cuBLAS is poor at inner size 6, and the strided 
 - ``features`` (any P, as the small model's 20): the mean from torch, the features in one pass; 74 us for the
   small model's 30,000 x 20 x 11 (127 us with the matmul).
 
-Same bits as ``features.py`` (checked on the H200 by ``test_gpu_paths.py``, int32 bit patterns):
+Same bits as ``features.py`` (int32 bit patterns compared by ``test_gpu_paths.py`` on a GPU, and by
+``test_triton_kernels.py`` in Triton's interpreter on CPU):
 - the mean: the same pairwise tree (slot j + slot j + P/2, halving), the same float32 adds, then an IEEE
   round-to-nearest division (``tl.div_rn``; Triton's plain ``/`` may be approximate) by max(count, 1);
 - a feature: the matmul gives ``x + (-offset)`` plus exact zeros (one rounding; a point's -0.0 becomes +0.0 by
@@ -53,18 +54,24 @@ def mean_in_kernel(p: int) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _store_features(slots_ptr, cols_ptr, out_ptr, row, f, mask, occupied, offset, F: tl.constexpr):
+        """out[row, f] = slots[row, cols[f]] - offset where the slot is occupied, else 0 (``row``, ``f``,
+        ``mask``, ``occupied`` and ``offset`` broadcast against each other; f on the last axis)."""
+        col = tl.load(cols_ptr + f, mask=f < F, other=0)
+        x = tl.load(slots_ptr + row * 6 + col, mask=mask, other=0.0)
+        value = tl.where(occupied != 0.0, (x - offset) + 0.0, 0.0)
+        tl.store(out_ptr + row * F + f, value, mask=mask)
+
+    @triton.jit
     def _features_kernel(slots_ptr, cols_ptr, offsets_ptr, out_ptr, n_rows,
                          P: tl.constexpr, F: tl.constexpr, F_POW2: tl.constexpr, ROWS: tl.constexpr):
         rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-        f = tl.arange(0, F_POW2)
+        f = tl.arange(0, F_POW2)[None, :]
         row_ok = rows < n_rows
-        mask = row_ok[:, None] & (f < F)[None, :]
-        col = tl.load(cols_ptr + f, mask=f < F, other=0)
-        x = tl.load(slots_ptr + rows[:, None] * 6 + col[None, :], mask=mask, other=0.0)
-        occupied = tl.load(slots_ptr + rows * 6 + 5, mask=row_ok, other=0.0)
-        offset = tl.load(offsets_ptr + (rows // P)[:, None] * F + f[None, :], mask=mask, other=0.0)
-        value = tl.where(occupied[:, None] != 0.0, (x - offset) + 0.0, 0.0)
-        tl.store(out_ptr + rows[:, None] * F + f[None, :], value, mask=mask)
+        mask = row_ok[:, None] & (f < F)
+        occupied = tl.load(slots_ptr + rows * 6 + 5, mask=row_ok, other=0.0)[:, None]
+        offset = tl.load(offsets_ptr + (rows // P)[:, None] * F + f, mask=mask, other=0.0)
+        _store_features(slots_ptr, cols_ptr, out_ptr, rows[:, None], f, mask, occupied, offset, F)
 
     @triton.jit
     def _pairwise_sum(x, LEVELS: tl.constexpr):
@@ -101,13 +108,9 @@ if triton is not None:
         off = tl.where(f == M0 + 4, cy[:, None, None], off)
         if WITH_CZ:
             off = tl.where(f == M0 + 5, tl.load(cz_ptr), off)
-        f_ok = f < F
-        col = tl.load(cols_ptr + f, mask=f_ok, other=0)
-        mask = in_pillar[:, :, None] & f_ok
-        x = tl.load(slots_ptr + row[:, :, None] * 6 + col, mask=mask, other=0.0)  # (PB, P, F)
+        mask = in_pillar[:, :, None] & (f < F)  # (PB, P, F)
         occupied = tl.load(slots_ptr + row * 6 + 5, mask=in_pillar, other=0.0)[:, :, None]
-        value = tl.where(occupied != 0.0, (x - off) + 0.0, 0.0)
-        tl.store(out_ptr + row[:, :, None] * F + f, value, mask=mask)
+        _store_features(slots_ptr, cols_ptr, out_ptr, row[:, :, None], f, mask, occupied, off, F)
 
 
 def features(slots: Tensor, cols: tuple[int, ...], offsets: Tensor) -> Tensor:
