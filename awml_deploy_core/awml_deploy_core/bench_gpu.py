@@ -18,13 +18,18 @@ from typing import Any
 
 import torch
 
-# (precision, cuda_graph) columns of the bench
-VARIANTS: tuple[tuple[str, bool], ...] = (("fp32", False), ("tf32", False), ("fp16", False), ("fp16", True))
+# (precision, cuda_graph) columns of the bench; on CUDA the config's default is the graph (PyTorchConfig)
+VARIANTS: tuple[tuple[str, bool], ...] = (("fp32", False), ("tf32", False), ("fp16", False), ("fp32", True),
+                                          ("fp16", True))
 STAGES = ("preprocess", "encoder", "scatter", "head", "postprocess", "total")
 REALISTIC_CANDIDATES = 300  # cells above the score threshold for the random-weight model (a trained one: ~100s)
 
 
 _primed: list[bool] = []
+
+
+def _label(precision: str, graph: bool) -> str:
+    return precision + ("+graph" if graph else " eager")
 
 
 def count_syncs(fn: Callable[[], Any], sites: list[str] | None = None) -> tuple[Any, int]:
@@ -151,7 +156,7 @@ def bench_cuda(rows: list[tuple[str, str, str]], repeats: int) -> None:
                     vstats = pre.stats.resolve() if pre.padded else pre.stats
                     p = {k: p50_p99(v) for k, v in t.items()}
                     stages = " ".join(f"{k[:4]} {p[k][0]:.2f}/{p[k][1]:.2f}" for k in STAGES[:-1])
-                    label = precision + ("+graph" if graph else "")
+                    label = _label(precision, graph)
                     rows.append((f"cuda {name} {n // 1000}k {label}",
                                  f"{p['total'][0]:.2f} ms (p99 {p['total'][1]:.2f})",
                                  f"p50/p99 ms: {stages}; pre+post p50 "
@@ -187,10 +192,10 @@ def bench_cuda_accuracy(rows: list[tuple[str, str, str]], config: str | Path = "
                     ds = fam.open_dataset(lp.cfg, Path(tmp), False)
                     samples = [ds[i] for i in range(min(lp.cfg.data.num_frames, len(ds)))]
                 e = fam.evaluate(f"pytorch-{precision}", lp.pipeline, samples, lp.cfg, False)
-                results[precision + ("+graph" if graph else "")] = fam.metric_columns(e)["mAP@2m"]
-    ref = results["fp32"]
-    rows.append((f"cuda mAP@2m by precision ({len(samples)} frames of {config})", f"fp32 {ref:.4f}",
-                 ", ".join(f"{k} {v:.4f} (d {v - ref:+.4f})" for k, v in results.items() if k != "fp32")))
+                results[_label(precision, graph)] = fam.metric_columns(e)["mAP@2m"]
+    ref = results["fp32 eager"]
+    rows.append((f"cuda mAP@2m by precision ({len(samples)} frames of {config})", f"fp32 eager {ref:.4f}",
+                 ", ".join(f"{k} {v:.4f} (d {v - ref:+.4f})" for k, v in results.items() if k != "fp32 eager")))
 
 
 YOLOX_VARIANTS: tuple[tuple[str, bool], ...] = (("fp32", False), ("fp16", False), ("fp16", True))

@@ -503,11 +503,12 @@ class PyTorchConfig(StrictModel):
     """How the PyTorch backend runs the graphs. fp16: half weights (the head channels_last), inputs cast at the
     runner boundary and outputs back to float32, so pre/post-processing is unchanged. tf32: fp32 weights with
     TF32 matmul/convolution. cuda_graph: graphs of static shape (the CenterPoint head's canvas; YOLOX once per
-    batch size) replay captured CUDA graphs. fp16, tf32 and cuda_graph need a CUDA device (refused on CPU when the
-    pipeline is loaded)."""
+    batch size) replay captured CUDA graphs; unset (null), they do on a CUDA device and not on CPU: eager, the
+    small CenterPoint head's ~100 kernel launches took 4x the graph's time on an H200. fp16, tf32 and
+    cuda_graph true need a CUDA device (refused on CPU when the pipeline is loaded)."""
 
     precision: Literal["fp32", "tf32", "fp16"] = "fp32"
-    cuda_graph: bool = False
+    cuda_graph: bool | None = None
 
 
 class DeployConfig(StrictModel):

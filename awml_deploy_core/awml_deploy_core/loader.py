@@ -346,10 +346,11 @@ def select_runners(family: ModelFamily, backend: str, cfg: DeployConfig, device:
         from .backends.torch_backend import check_torch_options
 
         p = cfg.pytorch
-        check_torch_options(p.precision, p.cuda_graph, device)  # before loading the checkpoint
-        return (torch_runners(model.get(), cfg.model, device, family.name, p.precision, p.cuda_graph),
+        graph = p.cuda_graph if p.cuda_graph is not None else torch.device(device).type == "cuda"
+        check_torch_options(p.precision, graph, device)  # before loading the checkpoint
+        return (torch_runners(model.get(), cfg.model, device, family.name, p.precision, graph),
                 {"checkpoint": str(model.checkpoint or "the given in-memory model"), "precision": p.precision,
-                 "cuda_graph": p.cuda_graph})
+                 "cuda_graph": graph})
     providers = ort_providers(cfg, device) if backend in ORT_BACKENDS else []  # before any export
     if backend == "onnxruntime_int8" and (bundle is None or not any(qdq_artifact(s.key) in bundle.artifacts
                                                                     for s in specs)):

@@ -76,6 +76,17 @@ def test_load_pipeline_precision_for_pytorch():
         assert lp.precision == "fp32" and lp.provenance()["pytorch"] == {"precision": "fp32", "cuda_graph": False}
 
 
+@cuda
+def test_cuda_graph_is_the_default_on_cuda():
+    """Unset, pytorch.cuda_graph captures the static graphs on CUDA (on CPU it stays off: see above)."""
+    assert PyTorchConfig().cuda_graph is None
+    with load_pipeline(None, "pytorch", "cuda") as lp:
+        assert lp.provenance()["pytorch"] == {"precision": "fp32", "cuda_graph": True}
+        assert lp.pipeline.runners["head"].cuda_graph and not lp.pipeline.runners["encoder"].cuda_graph
+    with load_pipeline(DeployConfig(pytorch=PyTorchConfig(cuda_graph=False)), "pytorch", "cuda") as lp:
+        assert lp.provenance()["pytorch"]["cuda_graph"] is False and not lp.pipeline.runners["head"].cuda_graph
+
+
 def test_backend_precision_reports_the_pytorch_precision():
     cfg = DeployConfig(pytorch=PyTorchConfig(precision="fp16"))
     assert backend_precision("pytorch", cfg) == "fp16"
