@@ -298,16 +298,21 @@ def test_padded_cuda_frame_equals_the_sliced_one():
 
 
 # ------------------------------------------------------------------ static preprocess, GPU circle NMS (CPU too)
+def padded_cloud(pts: np.ndarray, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``voxelize_padded``'s inputs on CPU: the cloud and ``pad`` rows of garbage after it, and its point count."""
+    buf = torch.full((len(pts) + pad, 5), float("nan"))  # padding rows hold garbage: must be ignored
+    buf[len(pts):, :3] = 0.0  # ... including in-range points
+    buf[: len(pts)] = torch.from_numpy(pts)
+    return buf, torch.tensor([len(pts)])
+
+
 def _padded_vs_eager(pts: np.ndarray, cfg: CenterPointModelConfig, device: str, pad: int) -> None:
     from awml_deploy_core.pipelines.centerpoint.features import encoder_features_from
     from awml_deploy_core.pipelines.centerpoint.voxelize import voxel_stats, voxelize_padded
 
     ref = voxelize(torch.from_numpy(pts), cfg)
-    buf = torch.full((len(pts) + pad, 5), float("nan"))  # padding rows hold garbage: must be ignored
-    buf[len(pts):, :3] = 0.0  # ... including in-range points
-    buf[: len(pts)] = torch.from_numpy(pts)
-    buf = buf.to(device)
-    n_real = torch.tensor([len(pts)], device=device)
+    buf, n_real = padded_cloud(pts, pad)
+    buf, n_real = buf.to(device), n_real.to(device)
     p, num, coords, counters = voxelize_padded(buf, n_real, cfg)
     stats = voxel_stats(counters.tolist(), len(pts), cfg)
     assert stats == ref.stats

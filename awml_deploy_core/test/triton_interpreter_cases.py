@@ -17,7 +17,7 @@ from awml_deploy_core.pipelines.centerpoint import features_triton, voxelize_tri
 from awml_deploy_core.pipelines.centerpoint.features import encoder_features_from
 from awml_deploy_core.pipelines.centerpoint.voxelize import voxelize_padded
 
-from test_gpu_paths import messy_cloud, signed_zero_cloud, tiny_model_cfg
+from test_gpu_paths import messy_cloud, padded_cloud, signed_zero_cloud, tiny_model_cfg
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or features_triton.triton is None,
                                 reason="run by test_triton_kernels.py, under TRITON_INTERPRET=1")
@@ -25,13 +25,6 @@ pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or fea
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.int32) if t.dtype == torch.float32 else t.long()
-
-
-def _padded(pts: np.ndarray, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    buf = torch.full((len(pts) + pad, 5), float("nan"))  # padding rows hold garbage: must be ignored
-    buf[len(pts):, :3] = 0.0  # ... including in-range points
-    buf[: len(pts)] = torch.from_numpy(pts)
-    return buf, torch.tensor([len(pts)])
 
 
 @pytest.mark.parametrize("n, pad, max_voxels, slots", [
@@ -45,7 +38,7 @@ def _padded(pts: np.ndarray, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_voxelize_kernels_equal_the_torch_code(monkeypatch, n, pad, max_voxels, slots):
     cfg = tiny_model_cfg().model_copy(update={"max_voxels": max_voxels, "max_points_per_voxel": slots})
     pts = messy_cloud(n, seed=n % 7) if n else np.zeros((0, 5), np.float32)
-    buf, n_real = _padded(pts, pad)
+    buf, n_real = padded_cloud(pts, pad)
     ref = voxelize_padded(buf, n_real, cfg)
     monkeypatch.setattr(voxelize_triton, "available", lambda _buf: True)
     got = voxelize_padded(buf, n_real, cfg)
@@ -58,7 +51,7 @@ def test_voxelize_kernels_on_an_all_out_of_range_cloud(monkeypatch):
     cfg = tiny_model_cfg()
     pts = messy_cloud(500, seed=2)
     pts[:, 0] = 1e9
-    buf, n_real = _padded(pts, 100)
+    buf, n_real = padded_cloud(pts, 100)
     ref = voxelize_padded(buf, n_real, cfg)
     monkeypatch.setattr(voxelize_triton, "available", lambda _buf: True)
     got = voxelize_padded(buf, n_real, cfg)
@@ -72,7 +65,7 @@ def test_features_kernels_equal_the_batched_matmul(monkeypatch, n_feat, slots):
     cfg = tiny_model_cfg().model_copy(update={"encoder_in_features": n_feat, "max_points_per_voxel": slots,
                                               "max_voxels": 3000})
     pts = signed_zero_cloud(8000)
-    buf, n_real = _padded(pts, 0)
+    buf, n_real = padded_cloud(pts, 0)
     slots_t, num, coords, _ = voxelize_padded(buf, n_real, cfg)
     ref = encoder_features_from(slots_t, num, coords, cfg)
     monkeypatch.setattr(features_triton, "available", lambda _slots: True)
