@@ -587,3 +587,6 @@ def test_benchmark_runs(tmp_path, ros_env):
     (r,) = json.loads(out.read_text())["results"]
     assert r["points"] == 20000 and r["frames"] == 3
     assert 0 < r["overhead"]["median_ms"] < r["latency"]["median_ms"]
+    # the probe process received the clouds sent to it (best effort: most of them), after their stamps
+    assert 1 <= r["transport"]["frames"] <= 3 and r["transport"]["median_ms"] > 0
+    assert r["node"]["median_ms"] == r["to_publish"]["median_ms"] - r["transport"]["median_ms"]

@@ -1,6 +1,6 @@
 """Benchmark of centerpoint_node's overhead over real DDS: what the node adds on top of the pipeline.
 
-    . tools/ros_env.sh && python -m awml_deploy_nodes.bench_node [--sizes 100000,200000] [--frames 20] \
+    . tools/ros_env.sh && python -m awml_deploy_nodes.bench_node [--sizes 100000,200000] [--frames 40] \
         [--backend onnxruntime] [--score-threshold T]
     (the same: install/awml_deploy_nodes/lib/awml_deploy_nodes/centerpoint_node_bench ...;
      on a ROS install: ros2 run awml_deploy_nodes centerpoint_node_bench ...)
@@ -16,14 +16,26 @@ cloud size, median and p99 over the frames:
   overhead   latency - pipeline: everything that is not the model: DDS transport of the cloud and of the
              detections, deserialisation, the hand-over to the worker thread, PointCloud2 -> array, Boxes3D ->
              message;
-  transport  header stamp -> the same cloud received by a plain subscriber in this process (the middleware's
-             floor for that cloud size; the node cannot be faster than this);
-  node       publish time - stamp - pipeline - transport (InferenceStats.pipeline_latency_ms is taken just
-             before publishing): the node's own part: taking the cloud, the hand-over to the worker thread,
-             conversions and message building;
+  transport  header stamp -> the same cloud in the callback of a probe: a raw subscriber in a process of its
+             own, with the node's QoS and executor (the floor for that cloud size: what any subscriber that
+             receives the way the node does waits for it). Each cloud goes to the probe, on a topic of its own,
+             right after the node has answered it: one receiver at a time, the two measurements interleaved;
+  node       median of (publish time - stamp - pipeline) minus the transport median (InferenceStats'
+             pipeline_latency_ms is taken just before publishing): the node's own part: its executor's extra
+             work, the layout check, the hand-over to the worker thread, conversions and message building. A
+             difference of medians of interleaved runs, so it has no p99;
   output     detections published -> received here (serialisation, transport, deserialisation);
   in-node    the node's total_ms - pipeline: conversions in and out plus message building alone, measured inside
              the node (from taking the cloud off the mailbox to just before publishing).
+
+Why the probe is built this way (measured here, 200k points):
+- A subscriber in the bench's own process gets Fast DDS's intraprocess delivery, a path the node never takes, and
+  a plain (not raw) one deserialises the whole cloud while the node is receiving. Such a probe (this bench's
+  until December 2026) had the cloud after the node in a third of the frames (cb - probe -3.3 to +3.7 ms, 10th
+  to 90th percentile), so its "node" column was mostly the probe's own noise.
+- A probe listening to the node's topic competes with the node for the two cores at the very moment both
+  receive: per frame, which one got the cloud first was a coin toss (-5.0 to +3.0 ms), hence the topic of its own.
+- A fresh process pays page faults for every cloud (see PROBE_MALLOC_ENV).
 
 The model does not change the overhead (only the box count does); by default the shipped checkpoint when installed,
 else a small fixed-seed untrained CenterPoint (``--model small``, 100 boxes per frame at its own threshold; 0.1010
@@ -104,10 +116,79 @@ def _clouds(n: int, count: int, seed: int) -> list:
     return out
 
 
+def probe_main(topic: str, out: Path) -> int:
+    """The transport probe (run by main in a process of its own): records when each cloud reaches a raw
+    subscription callback, with the node's QoS and executor, and writes [[sec, nanosec, time_ns], ...] to
+    ``out`` when stopped (SIGINT)."""
+    import rclpy
+    from sensor_msgs.msg import PointCloud2
+
+    try:
+        from rclpy.executors import ExternalShutdownException
+    except ImportError:  # very old rclpy
+        ExternalShutdownException = KeyboardInterrupt  # noqa: N806
+
+    from awml_deploy_core.bundle import atomic_write_json
+
+    from .cloud_cdr import header_stamp
+    from .node_runtime import CALLBACKS_WITH_INFO, INPUT_QOS
+
+    rows: list[list[int]] = []
+
+    def on_cloud(data: bytes, info: Any = None) -> None:
+        t = time.time_ns()
+        rows.append([*header_stamp(data), t])
+
+    rclpy.init()
+    node = rclpy.create_node("cp_bench_probe")
+    # the node's callbacks take the message info where rclpy passes it (Iron+), and so does this one
+    callback = on_cloud if CALLBACKS_WITH_INFO else (lambda data: on_cloud(data))
+    node.create_subscription(PointCloud2, topic, callback, INPUT_QOS, raw=True)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        atomic_write_json(out, rows)
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+# glibc keeps freed blocks below its mmap threshold in the heap, and raises that threshold (up to 32 MB) each time
+# a larger mmapped block is freed: the node reaches that state in its warm-up (model load, first inference) and
+# then receives a 2.4 MB cloud into pages it already has. A fresh process with only a subscriber does not: every
+# cloud's receive buffers are new mappings, page-faulted in (measured here, 200k points: 12.2 ms median from stamp
+# to callback, 6.2 ms with these settings). The probe starts in the node's state, so that its time is the floor.
+PROBE_WAIT_S = 0.1  # after a probe cloud: it has arrived (tens of ms at most) before the node's next one
+PROBE_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
+
+
+def _interrupt(proc: subprocess.Popen) -> None:
+    """SIGINT (a node or the probe shuts down cleanly), then kill after 15 s."""
+    proc.send_signal(2)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _stop_probe(proc: subprocess.Popen, path: Path) -> dict[tuple[int, int], int]:
+    """Stop the probe and read what it saw: stamp -> time its callback had the cloud (ns)."""
+    _interrupt(proc)
+    if not path.is_file():
+        print("the transport probe wrote nothing: the transport and node columns are n/a", file=sys.stderr)
+        return {}
+    return {(sec, nanosec): t for sec, nanosec, t in json.loads(path.read_text())}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000,200000", help="comma-separated cloud sizes (points)")
-    ap.add_argument("--frames", type=int, default=20, help="measured frames per size")
+    ap.add_argument("--frames", type=int, default=40,
+                    help="measured frames per size (the node column is a difference of two medians: not too few)")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured frames per size")
     ap.add_argument("--backend", default="onnxruntime", choices=("pytorch", "onnxruntime", "tensorrt"))
     ap.add_argument("--checkpoint", default="", help="default: the shipped checkpoint, else --model small")
@@ -120,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--external", default="", metavar="NODE",
                     help="measure an already running centerpoint_node of this name (its topics ~/input/pointcloud, "
                          "~/output/objects, ~/debug/inference_stats not remapped) instead of starting one")
+    ap.add_argument("--probe-for", default="", help=argparse.SUPPRESS)  # run as the transport probe (probe_main)
+    ap.add_argument("--probe-out", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.probe_for:
+        return probe_main(args.probe_for, Path(args.probe_out))
+    if args.frames < 1 or args.warmup < 0:
+        ap.error(f"--frames must be >= 1 and --warmup >= 0 (got {args.frames}, {args.warmup})")
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
     import rclpy
@@ -128,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
 
+    from awml_deploy_core.bundle import atomic_write_json
     from awml_deploy_msgs.msg import DetectedObjects, InferenceStats
 
     tmp = Path(tempfile.mkdtemp(prefix="cp_bench_"))
@@ -141,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     (tmp / "params.yaml").write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     log_path = tmp / "node.log"
     name = args.external.strip("/") or "cp_bench"
-    node_proc = None
+    node_proc = probe_proc = None
     if not args.external:
         node_proc = subprocess.Popen([sys.executable, "-m", "awml_deploy_nodes.centerpoint_node", "--ros-args",
                                       "-r", f"__node:={name}", "--params-file", str(tmp / "params.yaml")],
@@ -159,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             print(log_path.read_text().strip().splitlines()[-1], flush=True)
 
         topic = f"/{name}/input/pointcloud"
-        pub = driver.create_publisher(PointCloud2, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        cloud_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        pub = driver.create_publisher(PointCloud2, topic, cloud_qos)
         out_recv: dict[tuple[int, int], int] = {}
         stats: dict[tuple[int, int], InferenceStats] = {}
-        probe: dict[tuple[int, int], int] = {}
 
         def key(h) -> tuple[int, int]:
             return h.stamp.sec, h.stamp.nanosec
@@ -171,25 +259,43 @@ def main(argv: list[str] | None = None) -> int:
                                    lambda m: out_recv.setdefault(key(m.header), time.time_ns()), QoSProfile(depth=10))
         driver.create_subscription(InferenceStats, f"/{name}/debug/inference_stats",
                                    lambda m: stats.setdefault(key(m.header), m), QoSProfile(depth=10))
-        driver.create_subscription(PointCloud2, topic, lambda m: probe.setdefault(key(m.header), time.time_ns()),
-                                   QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
-        t_match = time.monotonic() + 30
-        while pub.get_subscription_count() < 2 and time.monotonic() < t_match:
-            rclpy.spin_once(driver, timeout_sec=0.05)
-        t_settle = time.monotonic() + 1.0
-        while time.monotonic() < t_settle:
+        # The transport probe listens on a topic of its own: each cloud goes to the node, and once the node has
+        # answered, the same cloud goes to the probe. Each receiver has the machine to itself, as on a vehicle;
+        # the two measurements interleave, so both see the same load.
+        probe_topic = f"/{driver.get_name()}/transport_probe"
+        probe_pub = driver.create_publisher(PointCloud2, probe_topic, cloud_qos)
+        probe_path = tmp / "probe.json"
+        probe_proc = subprocess.Popen([sys.executable, "-m", "awml_deploy_nodes.bench_node", "--probe-for",
+                                       probe_topic, "--probe-out", str(probe_path)],
+                                      stdout=(tmp / "probe.log").open("w"), stderr=subprocess.STDOUT,
+                                      env={**os.environ, **PROBE_MALLOC_ENV})
+        t_match = time.monotonic() + 60
+        while (pub.get_subscription_count() < 1 or probe_pub.get_subscription_count() < 1) \
+                and time.monotonic() < t_match:
+            if probe_proc.poll() is not None:
+                print(f"the transport probe stopped:\n{(tmp / 'probe.log').read_text()}", file=sys.stderr)
+                return 1
             rclpy.spin_once(driver, timeout_sec=0.05)
 
-        results = []
+        def pause(seconds: float) -> None:
+            t_idle = time.monotonic() + seconds
+            while time.monotonic() < t_idle:
+                rclpy.spin_once(driver, timeout_sec=0.01)
+
+        def send(publisher: Any, msg: Any) -> tuple[tuple[int, int], int]:
+            stamp = driver.get_clock().now()
+            msg.header.stamp = stamp.to_msg()
+            publisher.publish(msg)
+            return key(msg.header), stamp.nanoseconds
+
+        pause(1.0)
+        node_frames: list[tuple[int, tuple[int, int], int]] = []  # (points, stamp key, stamp ns), measured ones
+        probe_frames: list[tuple[int, tuple[int, int], int]] = []
         for n in sizes:
             clouds = _clouds(n, 3, seed=7)
-            rows = []
             for i in range(args.warmup + args.frames):
                 msg = clouds[i % len(clouds)]
-                stamp = driver.get_clock().now()
-                msg.header.stamp = stamp.to_msg()
-                k = key(msg.header)
-                pub.publish(msg)
+                k, stamp_ns = send(pub, msg)
                 t_end = time.monotonic() + args.timeout
                 while (k not in out_recv or k not in stats) and time.monotonic() < t_end:
                     rclpy.spin_once(driver, timeout_sec=0.01)
@@ -197,47 +303,62 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{n} points, frame {i}: no detections within {args.timeout:g} s; node log:\n"
                           f"{log_path.read_text()[-2000:]}", file=sys.stderr)
                     return 1
-                t_idle = time.monotonic() + 0.05  # let the probe's copy arrive too
-                while time.monotonic() < t_idle:
-                    rclpy.spin_once(driver, timeout_sec=0.01)
-                if i < args.warmup:
-                    continue
+                pause(0.05)  # nothing of this frame still in flight
+                pk, probe_ns = send(probe_pub, msg)
+                pause(PROBE_WAIT_S)
+                if i >= args.warmup:
+                    node_frames.append((n, k, stamp_ns))
+                    probe_frames.append((n, pk, probe_ns))
+        probe = _stop_probe(probe_proc, probe_path)
+        results = []
+        for n in sizes:
+            rows = []
+            for _, k, stamp_ns in (f for f in node_frames if f[0] == n):
                 s = stats[k]
                 pipe = s.preprocess_ms + s.inference_ms + s.postprocess_ms
-                latency = (out_recv[k] - stamp.nanoseconds) / 1e6
-                transport = (probe[k] - stamp.nanoseconds) / 1e6 if k in probe else float("nan")
-                rows.append({"boxes": float(s.output_count), "pipeline": pipe, "latency": latency, "overhead": latency - pipe,
-                             "transport": transport,
-                             "node": s.pipeline_latency_ms - pipe - transport,
-                             "output": latency - s.pipeline_latency_ms,
-                             "in_node": s.total_ms - pipe})
-            res = {"points": n, "frames": len(rows)}
-            for col in COLUMNS:
-                vals = [r[col] for r in rows if not np.isnan(r[col])]
-                res[col] = dict(zip(("median_ms", "p99_ms"), _stats(vals))) if vals else None
+                latency = (out_recv[k] - stamp_ns) / 1e6
+                rows.append({"boxes": float(s.output_count), "pipeline": pipe, "latency": latency,
+                             "overhead": latency - pipe, "to_publish": s.pipeline_latency_ms - pipe,
+                             "output": latency - s.pipeline_latency_ms, "in_node": s.total_ms - pipe})
+            res: dict[str, Any] = {"points": n, "frames": len(rows)}
+            for col in rows[0]:
+                res[col] = dict(zip(("median_ms", "p99_ms"), _stats([r[col] for r in rows])))
+            transport = [(probe[k] - t) / 1e6 for m, k, t in probe_frames if m == n and k in probe]
+            # every frame's values too (JSON; ms, boxes a count), e.g. to plot them or to pair them another way
+            res["per_frame"] = {**{c: [r[c] for r in rows] for c in rows[0]},
+                                "transport": [(probe[k] - t) / 1e6 if k in probe else None
+                                                 for m, k, t in probe_frames if m == n]}
+            res["transport"] = res["node"] = None
+            if transport:
+                res["transport"] = {**dict(zip(("median_ms", "p99_ms"), _stats(transport))), "frames": len(transport)}
+                # Different clouds, so not per frame: the difference of the two medians.
+                res["node"] = {"median_ms": res["to_publish"]["median_ms"] - res["transport"]["median_ms"],
+                               "p99_ms": None}
             results.append(res)
 
         print(f"\ncenterpoint_node overhead ({args.backend}; {args.frames} frames per size, one at a time; "
               f"median / p99 ms)")
         print(f"{'points':>8} | " + " | ".join(f"{COLUMNS[c]:>15}" for c in COLUMNS))
         for r in results:
-            cells = [f"{r[c]['median_ms']:6.2f} / {r[c]['p99_ms']:6.2f}" if r[c] else f"{'n/a':>15}" for c in COLUMNS]
+            cells = [f"{'n/a':>15}" if not r[c] else f"{r[c]['median_ms']:6.2f} / {'-':>6}" if r[c]["p99_ms"] is None
+                     else f"{r[c]['median_ms']:6.2f} / {r[c]['p99_ms']:6.2f}" for c in COLUMNS]
             print(f"{r['points']:>8} | " + " | ".join(cells))
         print("overhead = latency - pipeline; its parts (medians do not add up exactly): cloud transport (stamp -> "
-              "a plain subscriber), node (taking the cloud, conversions, message building: publish time - stamp - "
-              "pipeline - transport), output (detections: publish -> received); in-node = conversions + message "
-              "building alone (total_ms - pipeline)")
+              "the callback of a raw subscriber in another process, the node's QoS, the same clouds in between the "
+              "node's), node (the node's own part: median of publish time - stamp - pipeline, minus the transport "
+              "median), output (detections: publish -> received); in-node = conversions + message building alone "
+              "(total_ms - pipeline)")
+        missing = len(probe_frames) - sum(1 for f in probe_frames if f[1] in probe)
+        if missing:
+            print(f"the probe missed {missing} of {len(probe_frames)} clouds (best effort, like the node); the "
+                  f"transport medians are of the others", file=sys.stderr)
         if args.json:
-            Path(args.json).write_text(json.dumps({"backend": args.backend, "results": results}, indent=2) + "\n")
+            atomic_write_json(Path(args.json), {"backend": args.backend, "results": results})
         return 0
     finally:
-        if node_proc is not None:
-            node_proc.send_signal(2)  # SIGINT: the node shuts down cleanly
-            try:
-                node_proc.wait(15)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
-                node_proc.wait()
+        for proc in (probe_proc, node_proc):
+            if proc is not None and proc.poll() is None:
+                _interrupt(proc)
         driver.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -67,6 +67,13 @@ def _truncated(size: int, need: int) -> MalformedCloudError:
                                                  f"at least {need}")
 
 
+def header_stamp(buf: bytes) -> tuple[int, int]:
+    """(sec, nanosec) of the std_msgs/Header that starts a serialized message (a PointCloud2 among them)."""
+    if len(buf) < 12:
+        raise _truncated(len(buf), 12)
+    return (_LE if buf[1] == 1 else _BE)["stamp"].unpack_from(buf, 4)
+
+
 def pointcloud2_from_cdr(buf: bytes) -> SerializedCloud:
     """The PointCloud2 in ``buf`` (a raw subscription's bytes), its points not copied.
 
@@ -80,7 +87,7 @@ def pointcloud2_from_cdr(buf: bytes) -> SerializedCloud:
     st = _LE if buf[1] == 1 else _BE
     u32 = st["I"].unpack_from
     try:
-        sec, nanosec = st["stamp"].unpack_from(buf, 4)
+        sec, nanosec = header_stamp(buf)
         n = u32(buf, 12)[0]
         pos = 16 + n
         if pos > size:

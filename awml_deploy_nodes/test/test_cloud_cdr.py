@@ -10,7 +10,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 from test_conversions import F32, F64, U8, U16, raw_cloud, random_xyzi, xyzi_values
 
-from awml_deploy_nodes.cloud_cdr import pointcloud2_from_cdr
+from awml_deploy_nodes.cloud_cdr import header_stamp, pointcloud2_from_cdr
 from awml_deploy_nodes.conversions import MalformedCloudError, pipeline_points, validate_pointcloud2
 
 
@@ -67,6 +67,7 @@ def test_either_byte_order_of_the_stream(little_endian):
                      data=np.frombuffer(bytes(m.data), np.uint8), is_dense=m.is_dense)
         cdr = bytes(store.serialize_cdr(theirs, "sensor_msgs/msg/PointCloud2", little_endian=little_endian))
         _same(pointcloud2_from_cdr(cdr), m)
+        assert header_stamp(cdr) == (m.header.stamp.sec, m.header.stamp.nanosec)
 
 
 def test_points_are_a_view_of_the_received_bytes_and_convert_as_the_message():
