@@ -186,6 +186,7 @@ def test_node_modes_sync_gating_and_parity(tmp_path, ros_env, tiny_ckpt):
         assert (st["backend"], st["precision"]) == ("pytorch", "fp32")
         assert st["input_size"] == 1500 and st["output_count"] == offline(seed_of[s], T).projected_points > 0
         assert st["total_ms"] >= st["preprocess_ms"] + st["inference_ms"] + st["postprocess_ms"] - 1e-6
+        assert 0 < st["queue_ms"] < 60_000
     sync = last_values(diags, "calib_active", "synchronizer")
     inputs = last_values(diags, "calib_active", "input")
     # The synchronizer, as its unit tests predict: 25 + 2 pairs out (the very last triple waits for a later

@@ -205,6 +205,7 @@ def test_detections_equal_offline_pipeline(tmp_path, ros_env, small_ckpt):
             assert (s["backend"], s["precision"]) == (backend, "fp32")
             assert s["input_size"] == msg.width * msg.height and s["output_count"] == len(want["objects"])
             assert s["total_ms"] >= s["preprocess_ms"] + s["inference_ms"] + s["postprocess_ms"] - 1e-6
+            assert 0 < s["queue_ms"] < 60_000  # callback -> worker: measured, never the message default 0
         diags = read_jsonl(tmp_path, "/diagnostics")
         values = input_status(diags, f"/{name}")
         assert int(values["received"]) >= len(plan) and int(values["internal_error"]) == 0
@@ -438,6 +439,24 @@ def test_mailbox_keeps_newest_and_counts_replaced():
     assert got == ["c"]
     box.close()
     assert box.take() is None
+
+
+def test_mailbox_keeps_the_newest_items_receive_time():
+    """InferenceStats.queue_ms counts from the time the callback gives (else from the put)."""
+    import time
+
+    from awml_deploy_nodes.node_runtime import Mailbox
+
+    box = Mailbox()
+    box.put("a", received=1.5)
+    box.put("b", received=2.5)  # replaces "a": its time goes with it
+    assert box.take_timed() == ("b", 2.5)
+    before = time.perf_counter()
+    box.put("c")
+    item, received = box.take_timed()
+    assert item == "c" and before <= received <= time.perf_counter()
+    box.close()
+    assert box.take_timed() == (None, 0.0)
 
 
 def test_mailbox_hands_over_to_an_idle_worker_and_never_waits_for_a_busy_one():

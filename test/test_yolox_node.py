@@ -198,6 +198,7 @@ def test_detections_equal_offline_pipeline(session, images, offline):
     s = stats[tuple(session["plan"][0]["stamp"])]
     assert (s["backend"], s["precision"], s["input_size"]) == ("onnxruntime", "fp32", 320 * 192)
     assert s["total_ms"] >= s["preprocess_ms"] + s["inference_ms"] + s["postprocess_ms"] - 1e-6
+    assert 0 < s["queue_ms"] < 60_000
     one, multi = session["diag"][f"/{ONE}"], session["diag"][f"/{MULTI}"]
     assert all(int(one[f"accepted.{k}"]) >= 1 for k in ("rgb8", "mono8", "padded_rows")), one
     assert int(multi["accepted.png"]) >= 4 and int(multi["accepted.jpeg"]) >= 2, multi

@@ -211,14 +211,14 @@ def test_recorded_outputs_with_drops(frames6, tmp_path):
                                           frame_id="base_link")
             w.write("/stats", s + 90_000_000, T[INFERENCE_STATS](
                 header=hdr, backend="onnxruntime", precision="fp32", preprocess_ms=5.0, inference_ms=50.0 + i,
-                postprocess_ms=3.0, total_ms=60.0 + i, pipeline_latency_ms=90.0, input_size=10,
+                postprocess_ms=3.0, total_ms=60.0 + i, queue_ms=0.5, pipeline_latency_ms=90.0, input_size=10,
                 output_count=len(perfect)))
     with BagReader(path) as r:
         records = records_from_bag(r, "/det", names, input_topic=LIDAR, stats_topic="/stats")
         gt = GroundTruth.from_topic(r, "/det", names)  # the perfect outputs double as ground truth here
     assert [rec.detections is None for rec in records] == [False, False, True, False, False, False]
     assert records[1].latency_ms == {"preprocess": 5.0, "inference": 51.0, "postprocess": 3.0, "total": 61.0,
-                                     "pipeline": 90.0}
+                                     "queue": 0.5, "pipeline": 90.0}
     scores = score_frames(records, gt, names)
     d = scores.to_dict()
     assert d["counts"] == {"frames": 6, "scored": 5, "skipped": 0, "dropped": 1, "out_of_order": 0}

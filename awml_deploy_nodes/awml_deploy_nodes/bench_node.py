@@ -24,6 +24,10 @@ cloud size, median and p99 over the frames:
              pipeline_latency_ms is taken just before publishing): the node's own part: its executor's extra
              work, the layout check, the hand-over to the worker thread, conversions and message building. A
              difference of medians of interleaved runs, so it has no p99;
+  node (inside)  the same part measured inside the node, per frame: InferenceStats' queue_ms + total_ms -
+             pipeline, from the subscription callback's first line to just before publishing (the layout check,
+             the hand-over, conversions, message building). Only rclpy's wake-up and take of the cloud are not
+             in it (the probe has those too); no other process's scheduling is in it;
   output     detections published -> received here (serialisation, transport, deserialisation);
   in-node    the node's total_ms - pipeline: conversions in and out plus message building alone, measured inside
              the node (from taking the cloud off the mailbox to just before publishing).
@@ -89,8 +93,9 @@ def _shipped_checkpoint() -> Path | None:
     return p if p.is_file() else None
 
 
-COLUMNS = {"boxes": "boxes", "pipeline": "pipeline", "latency": "latency", "overhead": "overhead", "transport": "cloud transport",
-           "node": "node", "output": "output", "in_node": "in-node"}
+COLUMNS = {"boxes": "boxes", "pipeline": "pipeline", "latency": "latency", "overhead": "overhead",
+           "transport": "cloud transport", "node": "node", "node_inside": "node (inside)", "output": "output",
+           "in_node": "in-node"}
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 latency = (out_recv[k] - stamp_ns) / 1e6
                 rows.append({"boxes": float(s.output_count), "pipeline": pipe, "latency": latency,
                              "overhead": latency - pipe, "to_publish": s.pipeline_latency_ms - pipe,
+                             "node_inside": s.queue_ms + s.total_ms - pipe,
                              "output": latency - s.pipeline_latency_ms, "in_node": s.total_ms - pipe})
             res: dict[str, Any] = {"points": n, "frames": len(rows)}
             for col in rows[0]:
@@ -346,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         print("overhead = latency - pipeline; its parts (medians do not add up exactly): cloud transport (stamp -> "
               "the callback of a raw subscriber in another process, the node's QoS, the same clouds in between the "
               "node's), node (the node's own part: median of publish time - stamp - pipeline, minus the transport "
-              "median), output (detections: publish -> received); in-node = conversions + message building alone "
-              "(total_ms - pipeline)")
+              "median), node (inside) (the same, measured in the node: callback -> publish - pipeline), output "
+              "(detections: publish -> received); in-node = conversions + message building alone (total_ms - "
+              "pipeline)")
         missing = len(probe_frames) - sum(1 for f in probe_frames if f[1] in probe)
         if missing:
             print(f"the probe missed {missing} of {len(probe_frames)} clouds (best effort, like the node); the "

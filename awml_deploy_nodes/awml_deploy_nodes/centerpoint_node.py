@@ -146,6 +146,7 @@ class CenterPointNode(ModelNode):
     def _on_cloud(self, data: bytes) -> None:
         # The layout is checked here (O(fields), tens of microseconds) so that a malformed cloud arriving right
         # after a good one never takes the good one's place in the mailbox; it is counted and dropped.
+        received = time.perf_counter()
         try:
             msg = pointcloud2_from_cdr(data)
             valid = validate_pointcloud2(msg, self.params.max_points)
@@ -157,7 +158,7 @@ class CenterPointNode(ModelNode):
             self.health.on_received(False)
             self.callback_failed("checking a cloud")
             return
-        self.health.on_received(self._mailbox.put((msg, valid)))
+        self.health.on_received(self._mailbox.put((msg, valid), received))
 
     # ------------------------------------------------------------------ worker thread
     def process_item(self, item: Any) -> None:

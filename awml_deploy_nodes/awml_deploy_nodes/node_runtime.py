@@ -136,17 +136,20 @@ class Mailbox:
         self._filled = threading.Condition(lock)  # the worker waits for an item
         self._taken = threading.Condition(lock)  # swap waits for the idle worker to take it
         self._item: Any = None
+        self._received = 0.0  # time.perf_counter() when the waiting item was received
         self._closed = False
         self._idle = False  # the worker is waiting in take()
 
-    def put(self, item: Any) -> bool:
+    def put(self, item: Any, received: float | None = None) -> bool:
         """Store `item`; True when it replaced one the worker had not taken yet (a dropped input)."""
-        return self.swap(item) is not None
+        return self.swap(item, received) is not None
 
-    def swap(self, item: Any) -> Any:
-        """Store `item`; return the one it replaced (the worker had not taken it), else None."""
+    def swap(self, item: Any, received: float | None = None) -> Any:
+        """Store `item`; return the one it replaced (the worker had not taken it), else None.
+        ``received``: time.perf_counter() when the input arrived (default: now), for InferenceStats.queue_ms."""
         with self._filled:
             replaced, self._item = self._item, item
+            self._received = time.perf_counter() if received is None else received
             self._filled.notify()
             if self._idle:
                 self._taken.wait_for(lambda: self._item is not item or self._closed, HANDOVER_WAIT_S)
@@ -154,16 +157,20 @@ class Mailbox:
 
     def take(self) -> Any:
         """The newest item (waits for one); None once closed."""
+        return self.take_timed()[0]
+
+    def take_timed(self) -> tuple[Any, float]:
+        """(the newest item, time.perf_counter() when it was received); waits for one; (None, 0.0) once closed."""
         with self._filled:
             while self._item is None and not self._closed:
                 self._idle = True
                 self._filled.wait()
             self._idle = False
             if self._closed:
-                return None
+                return None, 0.0
             item, self._item = self._item, None
             self._taken.notify_all()
-            return item
+            return item, self._received
 
     def close(self) -> None:
         with self._filled:
@@ -200,6 +207,7 @@ class ModelNode(Node):
         self._stats_pub = self.create_publisher(InferenceStats, "~/debug/inference_stats", OUTPUT_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._mailbox = Mailbox()
+        self._queue_ms = 0.0  # the frame being processed: received -> taken by the worker (worker thread only)
         self._worker = threading.Thread(target=self._work, name=worker_name, daemon=True)
         self._worker.start()
         self._last_seq: dict[bytes, int] = {}  # per publisher: last publication sequence number seen
@@ -270,9 +278,10 @@ class ModelNode(Node):
 
     def _work(self) -> None:
         while True:
-            item = self._mailbox.take()
+            item, received = self._mailbox.take_timed()
             if item is None:
                 return
+            self._queue_ms = (time.perf_counter() - received) * 1e3
             try:
                 self.process_item(item)
             except Exception:  # noqa: BLE001
@@ -295,7 +304,8 @@ class ModelNode(Node):
     def publish_stats(self, header: Any, timings_ms: dict[str, float], total_ms: float, latency_ms: float,
                       input_size: int, output_count: int) -> None:
         """InferenceStats of one processed input; ``timings_ms`` has preprocess, inference and postprocess.
-        ``header``: a std_msgs Header, or anything with ``stamp.sec``, ``stamp.nanosec`` and ``frame_id``."""
+        ``header``: a std_msgs Header, or anything with ``stamp.sec``, ``stamp.nanosec`` and ``frame_id``.
+        queue_ms is the worker's: received (the time given to the mailbox) -> taken."""
         stats = InferenceStats()
         stats.header = as_header(header)
         stats.backend = self.model.backend
@@ -304,6 +314,7 @@ class ModelNode(Node):
         stats.inference_ms = float(timings_ms["inference"])
         stats.postprocess_ms = float(timings_ms["postprocess"])
         stats.total_ms = float(total_ms)
+        stats.queue_ms = float(self._queue_ms)
         stats.pipeline_latency_ms = float(latency_ms)
         stats.input_size = int(input_size)
         stats.output_count = int(output_count)

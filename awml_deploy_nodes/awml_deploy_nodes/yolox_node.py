@@ -170,6 +170,7 @@ class YoloxNode(ModelNode):
 
     def _on_image(self, index: int, msg: Any) -> None:
         # Header checks here (O(1)): a malformed image never takes a waiting good one's place in the mailbox.
+        received = time.perf_counter()
         try:
             self._check(msg)
         except MalformedImageError as e:
@@ -181,7 +182,7 @@ class YoloxNode(ModelNode):
             self.callback_failed("checking an image")
             return
         if self._sync is None:
-            self.health.on_received(self._mailbox.put((msg,)))
+            self.health.on_received(self._mailbox.put((msg,), received))
             return
         self.health.on_received(False)
         sets = self._sync.add(index, stamp_to_ns(msg.header.stamp), msg)

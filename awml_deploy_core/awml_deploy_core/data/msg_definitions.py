@@ -97,6 +97,10 @@ float64 inference_ms
 float64 postprocess_ms
 # preprocess + inference + postprocess (+ message conversion), milliseconds.
 float64 total_ms
+# Input received (its subscription callback) -> its processing started, milliseconds: the input's check, the
+# hand-over to the worker thread and any wait behind the previous input. queue_ms + total_ms minus the three
+# stages above is the node's own share of pipeline_latency_ms.
+float64 queue_ms
 # Publish time minus the input header stamp, milliseconds (includes transport and queueing).
 float64 pipeline_latency_ms
 # Number of input elements (points for a cloud, pixels for an image).

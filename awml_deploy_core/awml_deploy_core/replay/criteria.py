@@ -12,7 +12,7 @@ Example (every key optional)::
       min_precision: 0.5
       min_pass_rate_percent: 90
     latency:
-      stage: total               # preprocess | encoder | scatter | head | postprocess | total
+      stage: total               # preprocess | encoder | scatter | head | postprocess | total (| queue, real time)
       max_p99_ms: 150
       max_p50_ms: 100
     max_skipped_percent: 10      # frames without ground truth within the tolerance

@@ -343,8 +343,9 @@ def records_from_bag(reader: BagReader, detections_topic: str, class_names: Sequ
 
     With ``input_topic`` (the clouds that were played): one record per input, in input order; an input without
     an output is a drop (``detections=None``). Without it: one record per output. ``stats_topic``
-    (awml_deploy_msgs/InferenceStats) adds per-frame latency: preprocess, inference, postprocess, total and
-    pipeline (``pipeline_latency_ms``: publish time minus input stamp), by stamp.
+    (awml_deploy_msgs/InferenceStats) adds per-frame latency: preprocess, inference, postprocess, total, queue
+    (received -> processing started, in the node) and pipeline (``pipeline_latency_ms``: publish time minus input
+    stamp), by stamp.
     """
     from ..data.msg_definitions import INFERENCE_STATS
     from ..data.rosbag_io import stamp_to_ns
@@ -363,7 +364,7 @@ def records_from_bag(reader: BagReader, detections_topic: str, class_names: Sequ
             m = reader.deserialize(raw, msgtype, stats_topic, i)
             latency.setdefault(stamp_to_ns(m.header.stamp), {
                 "preprocess": m.preprocess_ms, "inference": m.inference_ms, "postprocess": m.postprocess_ms,
-                "total": m.total_ms, "pipeline": m.pipeline_latency_ms})
+                "total": m.total_ms, "queue": m.queue_ms, "pipeline": m.pipeline_latency_ms})
     if input_topic is not None:
         msgtype = reader.require(input_topic, (task.input_msgtype,), "input")
         order = []
