@@ -170,6 +170,15 @@ PROBE_WAIT_S = 0.1  # after a probe cloud: it has arrived (tens of ms at most) b
 PROBE_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
 
 
+def _cpu_steal_and_total() -> tuple[int, int] | None:
+    """Linux: CPU time stolen by the hypervisor and all CPU time so far (clock ticks), else None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def _interrupt(proc: subprocess.Popen) -> None:
     """SIGINT (a node or the probe shuts down cleanly), then kill after 15 s."""
     proc.send_signal(2)
@@ -296,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         pause(1.0)
         node_frames: list[tuple[int, tuple[int, int], int]] = []  # (points, stamp key, stamp ns), measured ones
         probe_frames: list[tuple[int, tuple[int, int], int]] = []
+        steal: dict[int, float] = {}  # per size: % of CPU time the hypervisor gave to other machines meanwhile
         for n in sizes:
             clouds = _clouds(n, 3, seed=7)
+            cpu_start = _cpu_steal_and_total()
             for i in range(args.warmup + args.frames):
                 msg = clouds[i % len(clouds)]
                 k, stamp_ns = send(pub, msg)
@@ -314,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                 if i >= args.warmup:
                     node_frames.append((n, k, stamp_ns))
                     probe_frames.append((n, pk, probe_ns))
+            cpu_end = _cpu_steal_and_total()
+            if cpu_start and cpu_end and cpu_end[1] > cpu_start[1]:
+                steal[n] = 100.0 * (cpu_end[0] - cpu_start[0]) / (cpu_end[1] - cpu_start[1])
         probe = _stop_probe(probe_proc, probe_path)
         results = []
         for n in sizes:
@@ -325,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"boxes": float(s.output_count), "pipeline": pipe, "latency": latency,
                              "overhead": latency - pipe, "to_publish": s.pipeline_latency_ms - pipe,
                              "node_inside": s.queue_ms + s.total_ms - pipe,
+                             # stamp -> the node's callback: its own transport, to hold against the probe's
+                             "node_receive": s.pipeline_latency_ms - (s.queue_ms + s.total_ms),
                              "output": latency - s.pipeline_latency_ms, "in_node": s.total_ms - pipe})
-            res: dict[str, Any] = {"points": n, "frames": len(rows)}
+            res: dict[str, Any] = {"points": n, "frames": len(rows), "cpu_steal_percent": steal.get(n)}
             for col in rows[0]:
                 res[col] = dict(zip(("median_ms", "p99_ms"), _stats([r[col] for r in rows])))
             transport = [(probe[k] - t) / 1e6 for m, k, t in probe_frames if m == n and k in probe]
@@ -349,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{'n/a':>15}" if not r[c] else f"{r[c]['median_ms']:6.2f} / {'-':>6}" if r[c]["p99_ms"] is None
                      else f"{r[c]['median_ms']:6.2f} / {r[c]['p99_ms']:6.2f}" for c in COLUMNS]
             print(f"{r['points']:>8} | " + " | ".join(cells))
+        for r in results:
+            if r["transport"]:
+                print(f"{r['points']:>8} points: stamp -> the node's callback {r['node_receive']['median_ms']:.2f} ms "
+                      f"median, stamp -> the probe's {r['transport']['median_ms']:.2f} ms (the node receives as fast "
+                      f"as a bare subscriber when these agree)")
+            if r["cpu_steal_percent"] is not None:
+                print(f"{r['points']:>8} points: {r['cpu_steal_percent']:.1f}% of the CPU time was stolen by the "
+                      f"hypervisor meanwhile (other machines' load; the tails and the 'node' column grow with it)")
         print("overhead = latency - pipeline; its parts (medians do not add up exactly): cloud transport (stamp -> "
               "the callback of a raw subscriber in another process, the node's QoS, the same clouds in between the "
               "node's), node (the node's own part: median of publish time - stamp - pipeline, minus the transport "
