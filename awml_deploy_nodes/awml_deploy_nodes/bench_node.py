@@ -32,6 +32,13 @@ cloud size, median and p99 over the frames:
   in-node    the node's total_ms - pipeline: conversions in and out plus message building alone, measured inside
              the node (from taking the cloud off the mailbox to just before publishing).
 
+Below the table: the node's own stamp -> callback median next to the probe's (when they agree, the node takes
+its clouds as fast as a bare subscriber, and "node (inside)" is all it adds), and the share of CPU time the
+hypervisor gave to other machines during the run. On a shared VM that share decides the tails, and with them the
+"node" column: it is a difference of medians of sums whose parts grow together under load, while "node (inside)"
+and "in-node" stay near their quiet values until the steal is large (measured: 17% steal took in-node from 0.25
+to 1.0 ms).
+
 Why the probe is built this way (measured here, 200k points):
 - A subscriber in the bench's own process gets Fast DDS's intraprocess delivery, a path the node never takes, and
   a plain (not raw) one deserialises the whole cloud while the node is receiving. Such a probe (this bench's
