@@ -186,8 +186,8 @@ def _cpu_steal_and_total() -> tuple[int, int] | None:
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
-def _interrupt(proc: subprocess.Popen) -> None:
-    """SIGINT (a node or the probe shuts down cleanly), then kill after 15 s."""
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGINT (a node, the probe or a publisher shuts down cleanly), then kill after 15 s; soak uses it too."""
     proc.send_signal(2)
     try:
         proc.wait(15)
@@ -198,7 +198,7 @@ def _interrupt(proc: subprocess.Popen) -> None:
 
 def _stop_probe(proc: subprocess.Popen, path: Path) -> dict[tuple[int, int], int]:
     """Stop the probe and read what it saw: stamp -> time its callback had the cloud (ns)."""
-    _interrupt(proc)
+    stop_process(proc)
     if not path.is_file():
         print("the transport probe wrote nothing: the transport and node columns are n/a", file=sys.stderr)
         return {}
@@ -352,11 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             res: dict[str, Any] = {"points": n, "frames": len(rows), "cpu_steal_percent": steal.get(n)}
             for col in rows[0]:
                 res[col] = dict(zip(("median_ms", "p99_ms"), _stats([r[col] for r in rows])))
-            transport = [(probe[k] - t) / 1e6 for m, k, t in probe_frames if m == n and k in probe]
+            per_probe = [(probe[k] - t) / 1e6 if k in probe else None for m, k, t in probe_frames if m == n]
+            transport = [v for v in per_probe if v is not None]
             # every frame's values too (JSON; ms, boxes a count), e.g. to plot them or to pair them another way
-            res["per_frame"] = {**{c: [r[c] for r in rows] for c in rows[0]},
-                                "transport": [(probe[k] - t) / 1e6 if k in probe else None
-                                                 for m, k, t in probe_frames if m == n]}
+            res["per_frame"] = {**{c: [r[c] for r in rows] for c in rows[0]}, "transport": per_probe}
             res["transport"] = res["node"] = None
             if transport:
                 res["transport"] = {**dict(zip(("median_ms", "p99_ms"), _stats(transport))), "frames": len(transport)}
@@ -396,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in (probe_proc, node_proc):
             if proc is not None and proc.poll() is None:
-                _interrupt(proc)
+                stop_process(proc)
         driver.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -185,7 +185,7 @@ def _soak(args: argparse.Namespace) -> int:
 
     from awml_deploy_msgs.msg import DetectedObjects
 
-    from .bench_node import _shipped_checkpoint, small_checkpoint
+    from .bench_node import _shipped_checkpoint, small_checkpoint, stop_process
 
     tmp = Path(tempfile.mkdtemp(prefix="cp_soak_"))
     ckpt = _shipped_checkpoint() if args.model == "shipped" else None
@@ -268,12 +268,7 @@ def _soak(args: argparse.Namespace) -> int:
     finally:
         for p in (publisher, node):
             if p is not None and p.poll() is None:
-                p.send_signal(2)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop_process(p)
         listener.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
